@@ -1,0 +1,3 @@
+from vcat.cli import main
+
+main()

@@ -1,0 +1,54 @@
+"""``vcat up`` and ``vcat migrate``."""
+
+from __future__ import annotations
+
+import typer
+
+from vcat.cli.common import console, fail
+from vcat.embedded import EmbeddedError
+from vcat.settings import get_settings
+
+
+def up(
+    host: str = typer.Option(None, help="Bind address (default VCAT_HOST, 127.0.0.1)"),
+    port: int = typer.Option(None, help="API port (default VCAT_PORT, 8000)"),
+) -> None:
+    """Run vcat: embedded Postgres + Redis (unless VCAT_DATABASE_URL / VCAT_BROKER_URL are set),
+    migrations, and the API. Ctrl-C stops everything it started."""
+    from vcat.supervisor import Stack, api_argv
+
+    settings = get_settings()
+    stack = Stack(settings, log=lambda msg: console.print(f"[dim]vcat:[/] {msg}", highlight=False))
+    try:
+        stack.start_servers()
+        host = host or settings.host
+        port = port or settings.port
+        stack.spawn("api", api_argv(host, port))
+        console.print(f"vcat is up: API on http://{host}:{port}  (data in {settings.data_dir})")
+        code = stack.wait()
+    except EmbeddedError as exc:
+        stack.stop()
+        fail(str(exc))
+    except BaseException:
+        stack.stop()
+        raise
+    console.print("vcat: stopping")
+    stack.stop()
+    raise typer.Exit(code)
+
+
+def migrate_cmd(
+    revision: str = typer.Argument("head", help="Target revision"),
+    down: bool = typer.Option(False, "--down", help="Downgrade to REVISION (e.g. base)"),
+) -> None:
+    """Apply (or revert) database migrations on VCAT_DATABASE_URL."""
+    from vcat import migrate
+
+    url = get_settings().database_url
+    if not url:
+        fail("VCAT_DATABASE_URL is not set (vcat up migrates its embedded database itself)")
+    if down:
+        migrate.downgrade(url, revision)
+    else:
+        migrate.upgrade(url, revision)
+    console.print(f"database at {'downgraded to' if down else 'upgraded to'} {revision}")

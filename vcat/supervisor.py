@@ -1,0 +1,111 @@
+"""``vcat up``: start the embedded servers (unless external ones are configured), migrate, then run
+the API (and workers) as child processes until Ctrl-C / SIGTERM, and stop everything it started."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from types import FrameType
+
+from vcat import migrate
+from vcat.embedded import EmbeddedPostgres, EmbeddedRedis
+from vcat.settings import Settings
+
+
+@dataclass
+class Child:
+    name: str
+    argv: list[str]
+    proc: subprocess.Popen[bytes] | None = None
+
+
+@dataclass
+class Stack:
+    settings: Settings
+    log: callable = print  # type: ignore[valid-type]
+    postgres: EmbeddedPostgres | None = None
+    redis: EmbeddedRedis | None = None
+    children: list[Child] = field(default_factory=list)
+    database_url: str = ""
+    broker_url: str = ""
+    _stopping: bool = False
+
+    def start_servers(self) -> None:
+        s = self.settings
+        if s.database_url:
+            self.database_url = s.database_url
+        else:
+            self.postgres = EmbeddedPostgres(s.data_dir / "postgres")
+            self.log(f"starting embedded Postgres in {self.postgres.root}")
+            self.database_url = self.postgres.start()
+        if s.broker_url:
+            self.broker_url = s.broker_url
+        else:
+            self.redis = EmbeddedRedis(s.data_dir / "redis")
+            self.log(f"starting embedded Redis in {self.redis.root}")
+            self.broker_url = self.redis.start()
+        self.log("applying migrations")
+        migrate.upgrade(self.database_url)
+
+    def child_env(self) -> dict[str, str]:
+        env = dict(os.environ)
+        env["VCAT_DATABASE_URL"] = self.database_url
+        env["VCAT_BROKER_URL"] = self.broker_url
+        env["VCAT_DATA_DIR"] = str(self.settings.data_dir.resolve())
+        return env
+
+    def spawn(self, name: str, argv: Sequence[str]) -> None:
+        child = Child(name, list(argv))
+        # A new session: the terminal's Ctrl-C reaches only us, and we stop children in order.
+        child.proc = subprocess.Popen(
+            child.argv, env=self.child_env(), stdin=subprocess.DEVNULL, start_new_session=True
+        )
+        self.children.append(child)
+
+    def wait(self) -> int:
+        """Block until a signal arrives (0) or a child exits on its own (its status, or 1)."""
+
+        def _on_signal(signum: int, _frame: FrameType | None) -> None:
+            self._stopping = True
+
+        signal.signal(signal.SIGINT, _on_signal)
+        signal.signal(signal.SIGTERM, _on_signal)
+        while not self._stopping:
+            for child in self.children:
+                assert child.proc is not None
+                code = child.proc.poll()
+                if code is not None:
+                    self.log(f"{child.name} exited with status {code}; stopping")
+                    return code or 1
+            time.sleep(0.2)
+        return 0
+
+    def stop(self) -> None:
+        for child in reversed(self.children):
+            if child.proc is not None and child.proc.poll() is None:
+                child.proc.terminate()
+        for child in reversed(self.children):
+            if child.proc is None:
+                continue
+            try:
+                child.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.log(f"{child.name} did not stop in 30 s; killing it")
+                child.proc.kill()
+                child.proc.wait()
+        if self.redis is not None:
+            self.redis.stop()
+        if self.postgres is not None:
+            self.postgres.stop()
+
+
+def api_argv(host: str, port: int) -> list[str]:
+    return [
+        sys.executable, "-m", "uvicorn", "service.app:app",
+        "--host", host, "--port", str(port), "--no-access-log",
+    ]  # fmt: skip
