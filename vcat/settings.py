@@ -32,12 +32,40 @@ class Settings(BaseSettings):
     url_allow_hosts: list[str] = Field(default_factory=list, description="Empty: any global host")
     url_timeout_seconds: float = 300.0
 
+    # Catalogue.
+    index_queue: str = Field(
+        default="auto",
+        description="Queue of indexing jobs: auto (gpu while a GPU worker is alive, else cpu)",
+    )
+    default_top_k: int = Field(default=5, ge=1, le=50, description="Scores kept per clip")
+    default_min_score: float = Field(default=0.5, ge=0.0, le=1.0, description="Search threshold")
+    retention_days: int = Field(default=0, ge=0, description="Expire videos after N days; 0: never")
+    delete_source_after_index: bool = Field(default=False, description="Privacy: drop uploads")
+    audit_enabled: bool = Field(default=True, description="Record who uploaded/searched/viewed")
+
     # Inference.
     default_model: str = Field(default="demo", description="Model used when a request names none")
     device: str = Field(default="auto", description="auto | cpu | cuda | cuda:N")
     precision: Literal["auto", "fp32", "fp16", "bf16"] = "auto"
     compile: bool = Field(default=False, description="torch.compile the model (slow first batch)")
     batch_size: int = Field(default=0, description="Clips per forward; 0 picks by device")
+
+    # Workers.
+    worker_concurrency: int = Field(
+        default=4, ge=1, description="Jobs a worker process runs at once (they share one batcher)"
+    )
+    max_attempts: int = Field(default=3, ge=1, description="Attempts before a video is failed")
+    job_stale_seconds: float = Field(
+        default=60.0, gt=0, description="A job silent this long lost its worker and is requeued"
+    )
+    job_time_base_seconds: float = Field(default=600.0, gt=0, description="Job time limit: base")
+    job_time_per_video_second: float = Field(
+        default=20.0, ge=0, description="Job time limit: added per second of video"
+    )
+    reconcile_seconds: float = Field(default=30.0, gt=0, description="Reconciler period")
+    requeue_queued_after_seconds: float = Field(
+        default=900.0, gt=0, description="Re-send jobs queued this long (lost messages)"
+    )
 
     @property
     def media_path(self) -> Path:

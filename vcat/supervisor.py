@@ -17,11 +17,18 @@ from vcat.embedded import EmbeddedPostgres, EmbeddedRedis
 from vcat.settings import Settings
 
 
+RESTART_BACKOFF = (1.0, 2.0, 5.0, 10.0, 30.0)
+
+
 @dataclass
 class Child:
     name: str
     argv: list[str]
+    env: dict[str, str] = field(default_factory=dict)
+    restart: bool = False  # workers come back after a crash; the API's exit stops everything
     proc: subprocess.Popen[bytes] | None = None
+    restarts: int = 0
+    restart_at: float | None = None
 
 
 @dataclass
@@ -59,13 +66,27 @@ class Stack:
         env["VCAT_DATA_DIR"] = str(self.settings.data_dir.resolve())
         return env
 
-    def spawn(self, name: str, argv: Sequence[str]) -> None:
-        child = Child(name, list(argv))
+    def spawn(
+        self,
+        name: str,
+        argv: Sequence[str],
+        *,
+        env: dict[str, str] | None = None,
+        restart: bool = False,
+    ) -> None:
+        child = Child(name, list(argv), dict(env or {}), restart)
+        self._start(child)
+        self.children.append(child)
+
+    def _start(self, child: Child) -> None:
         # A new session: the terminal's Ctrl-C reaches only us, and we stop children in order.
         child.proc = subprocess.Popen(
-            child.argv, env=self.child_env(), stdin=subprocess.DEVNULL, start_new_session=True
+            child.argv,
+            env={**self.child_env(), **child.env},
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
         )
-        self.children.append(child)
+        child.restart_at = None
 
     def wait(self) -> int:
         """Block until a signal arrives (0) or a child exits on its own (its status, or 1)."""
@@ -79,9 +100,19 @@ class Stack:
             for child in self.children:
                 assert child.proc is not None
                 code = child.proc.poll()
-                if code is not None:
+                if code is None:
+                    continue
+                if not child.restart:
                     self.log(f"{child.name} exited with status {code}; stopping")
                     return code or 1
+                now = time.monotonic()
+                if child.restart_at is None:
+                    delay = RESTART_BACKOFF[min(child.restarts, len(RESTART_BACKOFF) - 1)]
+                    child.restart_at = now + delay
+                    self.log(f"{child.name} exited with status {code}; restarting in {delay:.0f}s")
+                elif now >= child.restart_at:
+                    child.restarts += 1
+                    self._start(child)
             time.sleep(0.2)
         return 0
 
@@ -102,6 +133,10 @@ class Stack:
             self.redis.stop()
         if self.postgres is not None:
             self.postgres.stop()
+
+
+def worker_argv() -> list[str]:
+    return [sys.executable, "-m", "vcat.cli", "worker"]
 
 
 def api_argv(host: str, port: int) -> list[str]:

@@ -12,10 +12,11 @@ from vcat.settings import get_settings
 def up(
     host: str = typer.Option(None, help="Bind address (default VCAT_HOST, 127.0.0.1)"),
     port: int = typer.Option(None, help="API port (default VCAT_PORT, 8000)"),
+    workers: int = typer.Option(1, min=0, help="Indexing worker processes to run"),
 ) -> None:
     """Run vcat: embedded Postgres + Redis (unless VCAT_DATABASE_URL / VCAT_BROKER_URL are set),
     migrations, and the API. Ctrl-C stops everything it started."""
-    from vcat.supervisor import Stack, api_argv
+    from vcat.supervisor import Stack, api_argv, worker_argv
 
     settings = get_settings()
     stack = Stack(settings, log=lambda msg: console.print(f"[dim]vcat:[/] {msg}", highlight=False))
@@ -24,7 +25,12 @@ def up(
         host = host or settings.host
         port = port or settings.port
         stack.spawn("api", api_argv(host, port))
-        console.print(f"vcat is up: API on http://{host}:{port}  (data in {settings.data_dir})")
+        for i in range(workers):
+            stack.spawn(f"worker-{i + 1}", worker_argv(), restart=True)
+        console.print(
+            f"vcat is up: API on http://{host}:{port}, {workers} worker(s)"
+            f"  (data in {settings.data_dir})"
+        )
         code = stack.wait()
     except EmbeddedError as exc:
         stack.stop()

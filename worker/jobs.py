@@ -1,0 +1,172 @@
+"""A video's indexing job as Postgres sees it: claim, heartbeat, store, fail. Torch-free.
+
+The row is the source of truth, not the broker. A job is claimed with a conditional update that
+also counts the attempt, so a message delivered twice (redelivery after a lost worker, or the
+reconciler) runs once; the attempt number is a fencing token: a worker that lost its claim can
+no longer write. ``updated_at`` is the heartbeat: a ``processing`` row that stops moving has lost
+its worker, and the reconciler puts it back in the queue.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import text
+from sqlalchemy.orm import Session
+
+from service.index_writer import ClipResult, ModelLike, replace_video_index
+from vcat.settings import get_settings
+
+WORKER_LOST = "the worker was lost while indexing (crash, kill or out of memory)"
+
+
+@dataclass(frozen=True)
+class Claim:
+    video_id: uuid.UUID
+    attempt: int
+    media_file: str | None
+    duration: float | None
+    options: dict[str, Any]
+
+    def media_path(self) -> Path | None:
+        if self.media_file is None:
+            return None
+        return get_settings().media_path / self.media_file
+
+
+@dataclass(frozen=True)
+class GaveUp:
+    """The claim was the (max_attempts + 1)-th: the video is now ``failed`` (dead letter)."""
+
+    video_id: uuid.UUID
+    error: str
+
+
+_CLAIM = text(
+    """
+    UPDATE videos SET status = 'processing', attempts = attempts + 1, progress = 0,
+                      updated_at = now()
+    WHERE id = :id AND (
+        status = 'queued'
+        OR (status = 'processing' AND updated_at < now() - make_interval(secs => :stale))
+    )
+    RETURNING attempts, media_file, duration, options, error
+    """
+)
+
+
+def claim(session: Session, video_id: str | uuid.UUID, max_attempts: int, stale: float
+          ) -> Claim | GaveUp | None:
+    """Take the video for this worker; None when it is not ours to run (done, deleted, running)."""
+    vid = uuid.UUID(str(video_id))
+    row = session.execute(_CLAIM, {"id": vid, "stale": stale}).one_or_none()
+    if row is None:
+        session.commit()
+        return None
+    attempts, media_file, duration, options, last_error = row
+    if attempts > max_attempts:
+        error = f"gave up after {max_attempts} attempts; last error: {last_error or WORKER_LOST}"
+        session.execute(
+            text("UPDATE videos SET status = 'failed', error = :e, updated_at = now() "
+                 "WHERE id = :id"),
+            {"id": vid, "e": error},
+        )  # fmt: skip
+        session.commit()
+        return GaveUp(vid, error)
+    # An attempt that ends without writing an error (killed, crashed) leaves NULL: worker lost.
+    session.execute(text("UPDATE videos SET error = NULL WHERE id = :id"), {"id": vid})
+    session.commit()
+    return Claim(vid, attempts, media_file, duration, dict(options or {}))
+
+
+def heartbeat(session: Session, job: Claim, progress: float) -> bool:
+    """Record progress; False when the claim is gone (video deleted, or taken by another worker)."""
+    row = session.execute(
+        text(
+            "UPDATE videos SET progress = :p, updated_at = now() "
+            "WHERE id = :id AND status = 'processing' AND attempts = :a RETURNING 1"
+        ),
+        {"id": job.video_id, "a": job.attempt, "p": max(0.0, min(progress, 0.999))},
+    ).one_or_none()
+    session.commit()
+    return row is not None
+
+
+def store(session: Session, job: Claim, model: ModelLike, clips: list[ClipResult]) -> bool:
+    """Replace the video's index in one transaction, if the claim still holds (False if not)."""
+    held = session.execute(
+        text("SELECT 1 FROM videos WHERE id = :id AND status = 'processing' AND attempts = :a "
+             "FOR UPDATE"),
+        {"id": job.video_id, "a": job.attempt},
+    ).one_or_none()  # fmt: skip
+    if held is None:
+        session.rollback()
+        return False
+    replace_video_index(session, job.video_id, model, clips, commit=False)
+    session.commit()
+    return True
+
+
+def fail(session: Session, job: Claim, error: str, *, retry: bool, max_attempts: int) -> bool:
+    """End this attempt with ``error``. Requeue (True) when ``retry`` and attempts remain."""
+    requeue = retry and job.attempt < max_attempts
+    session.execute(
+        text(
+            "UPDATE videos SET status = :s, error = :e, updated_at = now() "
+            "WHERE id = :id AND status = 'processing' AND attempts = :a"
+        ),
+        {"id": job.video_id, "a": job.attempt, "e": error[:2000],
+         "s": "queued" if requeue else "failed"},
+    )  # fmt: skip
+    session.commit()
+    return requeue
+
+
+def drop_source(session: Session, job: Claim) -> None:
+    """Privacy setting: forget the source file once the index is stored."""
+    path = job.media_path()
+    session.execute(text("UPDATE videos SET media_file = NULL WHERE id = :id"), {"id": job.video_id})
+    session.commit()
+    if path is not None:
+        path.unlink(missing_ok=True)
+
+
+@dataclass(frozen=True)
+class Orphan:
+    video_id: uuid.UUID
+    model_name: str | None
+    options: dict[str, Any]
+
+
+def orphaned_queued(session: Session, older_than: float, limit: int = 500) -> list[Orphan]:
+    """Videos queued for longer than ``older_than`` seconds (their message may be lost); their
+    clock restarts so they are not picked again before the next message had its chance."""
+    rows = session.execute(
+        text(
+            "UPDATE videos SET updated_at = now() WHERE id IN ("
+            " SELECT id FROM videos WHERE status = 'queued'"
+            " AND updated_at < now() - make_interval(secs => :age)"
+            " ORDER BY created_at LIMIT :limit FOR UPDATE SKIP LOCKED) "
+            "RETURNING id, model_name, options"
+        ),
+        {"age": older_than, "limit": limit},
+    ).all()
+    session.commit()
+    return [Orphan(r[0], r[1], dict(r[2] or {})) for r in rows]
+
+
+def stale_processing(session: Session, stale: float) -> list[Orphan]:
+    """Videos whose worker stopped beating: back to ``queued`` (attempts kept) for re-enqueueing."""
+    rows = session.execute(
+        text(
+            "UPDATE videos SET status = 'queued', updated_at = now() "
+            "WHERE status = 'processing' AND updated_at < now() - make_interval(secs => :stale) "
+            "RETURNING id, model_name, options"
+        ),
+        {"stale": stale},
+    ).all()
+    session.commit()
+    return [Orphan(r[0], r[1], dict(r[2] or {})) for r in rows]

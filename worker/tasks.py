@@ -1,0 +1,179 @@
+"""The indexing job: claim the video, run it through the process's engine, store, finish.
+
+Jobs run on Celery's thread pool, so every job in the process shares the warm model and batcher
+of ``worker.engine``; the first job of a model loads it (CUDA is first touched here, in the worker
+process, never in a parent that forks).
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import threading
+import time
+import uuid
+from concurrent.futures import TimeoutError as FutureTimeout
+from contextlib import suppress
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy.orm import Session
+
+from service.db import get_sessionmaker
+from service.storage import thumbs_dir
+from vcat import tasks
+from vcat.settings import get_settings
+from worker import jobs
+from worker.celery_app import app
+from worker.engine import IndexEngine, JobCancelled
+from worker.video.errors import VideoError
+
+log = logging.getLogger(__name__)
+HEARTBEAT_SECONDS = 2.0
+
+_engines: dict[str, IndexEngine] = {}
+_engines_lock = threading.Lock()
+
+
+class ModelUnavailable(RuntimeError):
+    """The requested model is neither in the store nor bundled."""
+
+
+def get_engine(name: str) -> IndexEngine:
+    """The process's engine for model ``name``, loaded on first use and kept warm."""
+    with _engines_lock:
+        engine = _engines.get(name)
+        if engine is None:
+            engine = _engines[name] = _load_engine(name)
+        return engine
+
+
+def _load_engine(name: str) -> IndexEngine:
+    from worker.models import resolve_model
+    from worker.tsm.fast import default_batch_size, make_predictor, resolve_device
+    from worker.tsm.store import StoreError, load_model
+
+    settings = get_settings()
+    try:
+        model, meta = load_model(resolve_model(name))
+    except StoreError as exc:
+        raise ModelUnavailable(str(exc)) from None
+    device = resolve_device(settings.device)
+    predictor = make_predictor(
+        model, meta, device=str(device), precision=settings.precision, compile=settings.compile
+    )
+    batch = settings.batch_size or default_batch_size(device)
+    log.info("loaded model %s on %s (batch %d)", name, device, batch)
+    return IndexEngine(predictor, meta, batch_size=batch, producers=2)
+
+
+def _session() -> Session:
+    return get_sessionmaker()()
+
+
+def _time_limit(duration: float | None) -> float:
+    s = get_settings()
+    return s.job_time_base_seconds + s.job_time_per_video_second * (duration or 0.0)
+
+
+def _write_thumbnails(video_id: uuid.UUID, thumbs: list[bytes | None]) -> list[str | None]:
+    folder = thumbs_dir(video_id)
+    folder.mkdir(parents=True, exist_ok=True)
+    root = get_settings().media_path
+    paths: list[str | None] = []
+    for i, jpeg in enumerate(thumbs):
+        if jpeg is None:
+            paths.append(None)
+            continue
+        path = folder / f"{i:06d}.jpg"
+        path.write_bytes(jpeg)
+        paths.append(str(path.relative_to(root)))
+    return paths
+
+
+@app.task(name=tasks.INDEX_VIDEO, bind=True, acks_late=True, reject_on_worker_lost=True)
+def index_video(
+    self: Any,
+    video_id: str,
+    model: str | None = None,
+    window: float | None = None,
+    stride: float | None = None,
+    top_k: int = 5,
+) -> dict[str, Any]:
+    settings = get_settings()
+    with _session() as session:
+        claim = jobs.claim(session, video_id, settings.max_attempts, settings.job_stale_seconds)
+    if claim is None:
+        return {"video": video_id, "outcome": "skipped"}
+    if isinstance(claim, jobs.GaveUp):
+        log.warning("video %s failed for good: %s", video_id, claim.error)
+        return {"video": video_id, "outcome": "failed", "error": claim.error}
+    try:
+        return _run(claim, model or settings.default_model, window, stride, top_k)
+    except JobCancelled:
+        _remove_thumbnails(claim.video_id)
+        return {"video": video_id, "outcome": "cancelled"}
+    except (VideoError, ModelUnavailable) as exc:  # the input or the request is wrong: no retry
+        with _session() as session:
+            jobs.fail(session, claim, str(exc), retry=False, max_attempts=settings.max_attempts)
+        return {"video": video_id, "outcome": "failed", "error": str(exc)}
+    except Exception as exc:  # a crash of ours: try again, up to max_attempts
+        log.exception("indexing %s failed (attempt %d)", video_id, claim.attempt)
+        error = f"{type(exc).__name__}: {exc}"
+        with _session() as session:
+            again = jobs.fail(session, claim, error, retry=True, max_attempts=settings.max_attempts)
+        if again:
+            raise self.retry(countdown=min(60, 5 * claim.attempt), max_retries=None) from exc
+        return {"video": video_id, "outcome": "failed", "error": error}
+
+
+def _remove_thumbnails(video_id: uuid.UUID) -> None:
+    shutil.rmtree(thumbs_dir(video_id), ignore_errors=True)
+
+
+def _run(
+    claim: jobs.Claim, model: str, window: float | None, stride: float | None, top_k: int
+) -> dict[str, Any]:
+    settings = get_settings()
+    path = claim.media_path()
+    if path is None or not Path(path).is_file():
+        raise VideoError(str(path or claim.video_id), "not_found")
+    engine = get_engine(model)
+    withdrawn = threading.Event()
+    request = engine.submit(
+        path, window=window, stride=stride, top_k=top_k,
+        threshold=settings.default_min_score, thumbnails=True, cancelled=withdrawn.is_set,
+    )  # fmt: skip
+    began = time.monotonic()
+    limit = _time_limit(claim.duration)
+    with _session() as session:
+        while True:
+            with suppress(FutureTimeout):
+                result = request.future.result(timeout=HEARTBEAT_SECONDS)
+                break
+            duration = request.duration or claim.duration or 0.0
+            progress = request.seconds_done / duration if duration else 0.0
+            if not jobs.heartbeat(session, claim, progress):
+                withdrawn.set()  # deleted, or claimed by another worker: stop decoding
+                with suppress(Exception):
+                    request.future.result(timeout=30)
+                raise JobCancelled(f"video {claim.video_id} was withdrawn")
+            if time.monotonic() - began > limit:
+                withdrawn.set()
+                raise TimeoutError(f"indexing took longer than its {limit:.0f}s limit")
+        thumbs = _write_thumbnails(claim.video_id, [c.thumbnail for c in result.clips])
+        clips = [
+            (c.start, c.end, c.top, thumb) for c, thumb in zip(result.clips, thumbs, strict=True)
+        ]
+        if not jobs.store(session, claim, engine.meta, clips):
+            _remove_thumbnails(claim.video_id)
+            raise JobCancelled(f"video {claim.video_id} was withdrawn before its index was stored")
+        if settings.delete_source_after_index:
+            jobs.drop_source(session, claim)
+    return {
+        "video": str(claim.video_id),
+        "outcome": "done",
+        "clips": len(clips),
+        "seconds": round(time.monotonic() - began, 3),
+        "warnings": result.warnings,
+    }
