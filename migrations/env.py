@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from alembic import context
-from sqlalchemy import pool
+from sqlalchemy import MetaData, pool
 
 from service.db import make_engine, normalize_database_url
 from vcat.settings import get_settings
@@ -19,7 +19,7 @@ def _url() -> str:
     return normalize_database_url(url)
 
 
-def _target_metadata():  # type: ignore[no-untyped-def]
+def _target_metadata() -> MetaData | None:
     try:
         from service.models import Base
     except ImportError:  # before the catalogue models exist

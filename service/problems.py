@@ -19,9 +19,16 @@ class Problem(Exception):
     """Raise from any endpoint to answer with a problem document."""
 
     def __init__(
-        self, status: int, detail: str, *, title: str | None = None, **extra: Any
+        self,
+        status: int,
+        detail: str,
+        *,
+        title: str | None = None,
+        headers: dict[str, str] | None = None,
+        **extra: Any,
     ) -> None:
         super().__init__(detail)
+        self.headers = headers
         self.status = status
         self.detail = detail
         self.title = title or HTTPStatus(status).phrase
@@ -49,7 +56,9 @@ def problem_response(
 def install_problem_handlers(app: FastAPI) -> None:
     @app.exception_handler(Problem)
     async def _problem(_: Request, exc: Problem) -> JSONResponse:
-        return problem_response(exc.status, exc.detail, title=exc.title, **exc.extra)
+        return problem_response(
+            exc.status, exc.detail, title=exc.title, headers=exc.headers, **exc.extra
+        )
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
@@ -64,8 +73,9 @@ def install_problem_handlers(app: FastAPI) -> None:
         ]
         first = errors[0] if errors else {"loc": [], "msg": "invalid request"}
         where = ".".join(str(p) for p in first["loc"])
-        return problem_response(422, f"{where}: {first['msg']}" if where else first["msg"],
-                                errors=errors)
+        return problem_response(
+            422, f"{where}: {first['msg']}" if where else str(first["msg"]), errors=errors
+        )
 
     @app.exception_handler(Exception)
     async def _unexpected(_: Request, exc: Exception) -> JSONResponse:

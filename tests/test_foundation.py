@@ -72,12 +72,18 @@ def test_migrations_down_and_up(postgres_server_url: str, database_url: str) -> 
     try:
         migrate.downgrade(database_url, "base")
         with engine.connect() as conn:
-            assert conn.execute(text("SELECT count(*) FROM pg_extension WHERE extname='pg_trgm'")
-                                ).scalar() == 0
+            assert (
+                conn.execute(
+                    text("SELECT count(*) FROM pg_extension WHERE extname='pg_trgm'")
+                ).scalar()
+                == 0
+            )
         migrate.upgrade(database_url, "head")
         with engine.connect() as conn:
-            assert conn.execute(text("SELECT similarity('washing hands', 'washing hand')")
-                                ).scalar() > 0.5
+            assert (
+                conn.execute(text("SELECT similarity('washing hands', 'washing hand')")).scalar()
+                > 0.5
+            )
         assert "alembic_version" in inspect(engine).get_table_names()
     finally:
         engine.dispose()

@@ -103,8 +103,15 @@ class EmbeddedPostgres:
             pwd.getpwnam(self._run_as)
         except KeyError:
             subprocess.run(
-                ["useradd", "--system", "--user-group", "--no-create-home",
-                 "-s", "/usr/sbin/nologin", self._run_as],
+                [
+                    "useradd",
+                    "--system",
+                    "--user-group",
+                    "--no-create-home",
+                    "-s",
+                    "/usr/sbin/nologin",
+                    self._run_as,
+                ],
                 check=True,
                 capture_output=True,
             )
@@ -130,7 +137,9 @@ class EmbeddedPostgres:
         return result.returncode == 0
 
     def start(self) -> str:
-        """Initialise the cluster on first use, start it, create the vcat database; returns its URL."""
+        """Initialise the cluster on first use, start it, create the vcat database.
+
+        Returns the database URL."""
         self.root.mkdir(parents=True, exist_ok=True)
         self.data.mkdir(parents=True, exist_ok=True)
         self.socket_dir.mkdir(parents=True, exist_ok=True)
@@ -173,7 +182,7 @@ class EmbeddedPostgres:
 
 
 class EmbeddedRedis:
-    """A Redis server in ``root`` on a unix socket, with an append-only file so queued jobs survive."""
+    """A Redis server in ``root`` on a unix socket; its append-only file keeps queued jobs."""
 
     def __init__(self, root: Path) -> None:
         self.root = root.resolve()

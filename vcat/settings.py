@@ -1,4 +1,4 @@
-"""The one place configuration comes from: environment variables prefixed ``VCAT_`` (or ``.env``)."""
+"""The one place configuration comes from: ``VCAT_*`` environment variables (or ``.env``)."""
 
 from __future__ import annotations
 
@@ -21,8 +21,8 @@ class Settings(BaseSettings):
 
     # Storage.
     data_dir: Path = Field(default=Path("var"), description="Root for all local state")
-    media_dir: Path | None = Field(default=None, description="Uploaded videos (default data_dir/media)")
-    model_dir: Path | None = Field(default=None, description="Model store (default data_dir/models)")
+    media_dir: Path | None = Field(default=None, description="Videos (default data_dir/media)")
+    model_dir: Path | None = Field(default=None, description="Models (default data_dir/models)")
 
     # HTTP API.
     host: str = "127.0.0.1"

@@ -8,14 +8,13 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from types import FrameType
 
 from vcat import migrate
 from vcat.embedded import EmbeddedPostgres, EmbeddedRedis
 from vcat.settings import Settings
-
 
 RESTART_BACKOFF = (1.0, 2.0, 5.0, 10.0, 30.0)
 
@@ -34,7 +33,7 @@ class Child:
 @dataclass
 class Stack:
     settings: Settings
-    log: callable = print  # type: ignore[valid-type]
+    log: Callable[[str], object] = print
     postgres: EmbeddedPostgres | None = None
     redis: EmbeddedRedis | None = None
     children: list[Child] = field(default_factory=list)

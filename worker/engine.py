@@ -172,10 +172,10 @@ class IndexEngine:
         self.clips += len(clips)
         with self._lock:
             requests = [self._requests.get(str(k)) for k, _ in clips]
-        for request, (_, clip), row in zip(requests, clips, logits, strict=True):
-            if request is None or request.future.done():
+        for owner, (_, clip), row in zip(requests, clips, logits, strict=True):
+            if owner is None or owner.future.done():
                 continue
-            job, frames = request.job, clip.frames
+            job, frames = owner.job, clip.frames
             job.clips.append((frames.window.start, frames.end, frames.frame_times))
             job.thumbs.append(clip.thumbnail)
             job.logits.append(row[None])

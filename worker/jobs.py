@@ -10,6 +10,7 @@ its worker, and the reconciler puts it back in the queue.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -58,8 +59,9 @@ _CLAIM = text(
 )
 
 
-def claim(session: Session, video_id: str | uuid.UUID, max_attempts: int, stale: float
-          ) -> Claim | GaveUp | None:
+def claim(
+    session: Session, video_id: str | uuid.UUID, max_attempts: int, stale: float
+) -> Claim | GaveUp | None:
     """Take the video for this worker; None when it is not ours to run (done, deleted, running)."""
     vid = uuid.UUID(str(video_id))
     row = session.execute(_CLAIM, {"id": vid, "stale": stale}).one_or_none()
@@ -95,7 +97,7 @@ def heartbeat(session: Session, job: Claim, progress: float) -> bool:
     return row is not None
 
 
-def store(session: Session, job: Claim, model: ModelLike, clips: list[ClipResult]) -> bool:
+def store(session: Session, job: Claim, model: ModelLike, clips: Sequence[ClipResult]) -> bool:
     """Replace the video's index in one transaction, if the claim still holds (False if not)."""
     held = session.execute(
         text("SELECT 1 FROM videos WHERE id = :id AND status = 'processing' AND attempts = :a "
@@ -128,7 +130,9 @@ def fail(session: Session, job: Claim, error: str, *, retry: bool, max_attempts:
 def drop_source(session: Session, job: Claim) -> None:
     """Privacy setting: forget the source file once the index is stored."""
     path = job.media_path()
-    session.execute(text("UPDATE videos SET media_file = NULL WHERE id = :id"), {"id": job.video_id})
+    session.execute(
+        text("UPDATE videos SET media_file = NULL WHERE id = :id"), {"id": job.video_id}
+    )
     session.commit()
     if path is not None:
         path.unlink(missing_ok=True)

@@ -305,8 +305,7 @@ def test_twenty_concurrent_uploads_each_indexed_once(
     stack: Stack, worker: Any, tmp_path: Path
 ) -> None:
     paths = [
-        videos.make_video(tmp_path / f"c{i}.mp4", duration=2.0 + (i % 3), width=64 + 2 * i,
-                          height=48)  # fmt: skip
+        videos.make_video(tmp_path / f"c{i}.mp4", duration=2.0 + i % 3, width=64 + 2 * i, height=48)
         for i in range(20)
     ]
     import concurrent.futures as cf

@@ -61,8 +61,9 @@ def worker(
     raise typer.Exit(_supervise(children, concurrency, loglevel))
 
 
-def _supervise(children: list[tuple[str, str, dict[str, str]]], concurrency: int, loglevel: str
-               ) -> int:
+def _supervise(
+    children: list[tuple[str, str, dict[str, str]]], concurrency: int, loglevel: str
+) -> int:
     from vcat.supervisor import Stack
 
     settings = get_settings()

@@ -1,0 +1,242 @@
+"""Search benchmark: 1M clip scores, 32 concurrent clients, mixed /search queries.
+
+    .venv/bin/python bench/bench_search.py [--videos 10000] [--clips 20] [--seconds 30]
+
+Seeds (in SQL) 10k videos x 20 clips x top-5 = 1,000,000 clip scores over the 400 Kinetics
+action names, in scenes of a few clips so segments form; starts uvicorn on the seeded database;
+then 32 clients issue a mix of exact, fuzzy, sort=time, per-video and two-action searches for the
+given time and the script prints p50/p99 latency and requests/s. Uses VCAT_DATABASE_URL if set
+(a scratch database is created and dropped there), else an embedded Postgres in a temp folder.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import random
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+import httpx
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import make_url
+from sqlalchemy.orm import Session
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from service.db import normalize_database_url  # noqa: E402
+from service.index_writer import ensure_model, rebuild_segments  # noqa: E402
+from vcat import migrate  # noqa: E402
+
+LABELS_FILE = REPO.parent / "shared" / "labels" / "kinetics400.txt"
+
+SEED_SQL = [
+    """INSERT INTO videos (id, source, size, status, progress, created_at, model_id)
+       SELECT md5('v' || i)::uuid, 'upload', 1000000, 'done', 1,
+              now() - i * interval '1 minute', :model_id
+       FROM generate_series(1, :videos) AS i""",
+    """INSERT INTO clips (video_id, idx, start, "end")
+       SELECT v.id, c, c * 2.0, c * 2.0 + 2.0 FROM videos v, generate_series(0, :clips - 1) c""",
+    # A video has a base action; each 4-clip scene a top-1 action, ranks 2..5 spread from it.
+    """INSERT INTO clip_scores (video_id, clip_idx, action_id, rank, score)
+       SELECT c.video_id, c.idx,
+              :first_action + ((abs(hashtext(c.video_id::text)) + (c.idx / 4) * 37 + r * 53)
+                               % :n_actions),
+              r + 1,
+              CASE WHEN r = 0 THEN 0.35 + 0.65 * random()
+                   ELSE (0.3 * random()) / r END
+       FROM clips c, generate_series(0, 4) AS r""",
+]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def seed(url: str, videos: int, clips: int, labels: list[str]) -> None:
+    engine = create_engine(normalize_database_url(url))
+    with Session(engine) as session:
+        model_id = ensure_model(session, "kinetics400-bench", "1", labels)
+        first = session.scalar(
+            text("SELECT min(id) FROM actions WHERE model_id = :m"), {"m": model_id}
+        )
+        session.execute(text("SELECT setseed(0.42)"))
+        params = {
+            "model_id": model_id,
+            "videos": videos,
+            "clips": clips,
+            "first_action": first,
+            "n_actions": len(labels),
+        }
+        for sql in SEED_SQL:
+            started = time.monotonic()
+            session.execute(text(sql), params)
+            print(f"  {sql.split()[2]}: {time.monotonic() - started:.1f} s", flush=True)
+        started = time.monotonic()
+        segments = rebuild_segments(session)
+        print(f"  {segments:,} segments: {time.monotonic() - started:.1f} s", flush=True)
+    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+        conn.execute(text("VACUUM ANALYZE"))
+        n = conn.execute(text("SELECT count(*) FROM clip_scores")).scalar()
+    engine.dispose()
+    print(f"seeded {n:,} clip scores", flush=True)
+
+
+def queries(labels: list[str], video_ids: list[str], rng: random.Random) -> dict[str, object]:
+    pick = rng.random()
+    name = rng.choice(labels)
+    if pick < 0.55:
+        return {"action": name, "limit": 20}
+    if pick < 0.65:
+        cut = rng.randrange(len(name))
+        return {"action": name[:cut] + name[cut + 1 :], "limit": 20}  # a typo: fuzzy
+    if pick < 0.75:
+        return {"action": name, "sort": "time", "limit": 20}
+    if pick < 0.85:
+        return {"action": name, "video": rng.choice(video_ids), "min_score": 0.1}
+    if pick < 0.93:
+        return {"action": [name, rng.choice(labels)], "limit": 20}
+    return {"action": [name, rng.choice(labels)], "match": "all", "min_score": 0.1}
+
+
+async def load(
+    base: str, labels: list[str], video_ids: list[str], clients: int, seconds: float
+) -> tuple[list[float], int]:
+    latencies: list[float] = []
+    errors = 0
+    stop = time.monotonic() + seconds
+
+    async def client(n: int) -> None:
+        nonlocal errors
+        rng = random.Random(n)
+        async with httpx.AsyncClient(base_url=base, timeout=30) as http:
+            while time.monotonic() < stop:
+                params = queries(labels, video_ids, rng)
+                started = time.perf_counter()
+                response = await http.get("/search", params=params)  # type: ignore[arg-type]
+                latencies.append(time.perf_counter() - started)
+                if response.status_code != 200:
+                    errors += 1
+
+    await asyncio.gather(*(client(n) for n in range(clients)))
+    return latencies, errors
+
+
+def run(url: str, args: argparse.Namespace) -> None:
+    labels = [x.strip() for x in LABELS_FILE.read_text().splitlines() if x.strip()]
+    migrate.upgrade(url)
+    engine = create_engine(normalize_database_url(url))
+    with engine.connect() as conn:
+        seeded = conn.execute(text("SELECT count(*) FROM clip_scores")).scalar()
+    engine.dispose()
+    if seeded:  # --database-url of an earlier run: reuse its data
+        print(f"reusing {seeded:,} clip scores", flush=True)
+    else:
+        print(f"seeding {args.videos:,} videos x {args.clips} clips x top-5 ...", flush=True)
+        seed(url, args.videos, args.clips, labels)
+    video_ids = [
+        str(uuid.UUID(bytes=bytes.fromhex(__import__("hashlib").md5(f"v{i}".encode()).hexdigest())))
+        for i in range(1, args.videos + 1)
+    ]
+    port = free_port()
+    env = {**os.environ, "VCAT_DATABASE_URL": url, "VCAT_AUDIT_ENABLED": str(args.audit)}
+    server = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "uvicorn",
+            "service.app:app",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--workers",
+            str(args.workers),
+            "--log-level",
+            "warning",
+            "--no-access-log",
+        ],
+        cwd=REPO,
+        env=env,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                if httpx.get(f"{base}/livez", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                if time.monotonic() > deadline:
+                    raise SystemExit("uvicorn did not start") from None
+                time.sleep(0.3)
+        asyncio.run(load(base, labels, video_ids, args.clients, 3))  # warm-up
+        latencies, errors = asyncio.run(load(base, labels, video_ids, args.clients, args.seconds))
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+    latencies.sort()
+    p = lambda q: latencies[min(len(latencies) - 1, int(q * len(latencies)))] * 1000  # noqa: E731
+    print(
+        f"{len(latencies):,} requests in {args.seconds:g} s with {args.clients} clients, "
+        f"{args.workers} uvicorn worker(s), {os.cpu_count()} CPUs: "
+        f"{len(latencies) / args.seconds:.0f} req/s, p50 {p(0.5):.1f} ms, "
+        f"p99 {p(0.99):.1f} ms, mean {statistics.fmean(latencies) * 1000:.1f} ms, "
+        f"errors {errors}"
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--videos", type=int, default=10_000)
+    parser.add_argument("--clips", type=int, default=20, help="clips per video")
+    parser.add_argument("--seconds", type=float, default=30)
+    parser.add_argument("--clients", type=int, default=32)
+    parser.add_argument("--workers", type=int, default=max(1, (os.cpu_count() or 2)))
+    parser.add_argument(
+        "--audit",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="record searches in the audit log (the default server setting)",
+    )
+    parser.add_argument("--database-url", help="use this database as is (seeded if empty)")
+    args = parser.parse_args()
+    if args.database_url:
+        run(args.database_url, args)
+        return
+    external = os.environ.get("VCAT_DATABASE_URL")
+    if external:
+        admin = normalize_database_url(external)
+        name = f"vcat_bench_{uuid.uuid4().hex[:8]}"
+        engine = create_engine(admin, isolation_level="AUTOCOMMIT")
+        with engine.connect() as conn:
+            conn.execute(text(f'CREATE DATABASE "{name}"'))
+        try:
+            run(make_url(admin).set(database=name).render_as_string(hide_password=False), args)
+        finally:
+            with engine.connect() as conn:
+                conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+            engine.dispose()
+        return
+    from vcat.embedded import EmbeddedPostgres
+
+    with tempfile.TemporaryDirectory(prefix="vcat-bench-") as tmp:
+        server = EmbeddedPostgres(Path(tmp))
+        try:
+            run(server.start(), args)
+        finally:
+            server.stop()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,149 @@
+"""API keys: ``vcat_<id>_<secret>``, stored as a sha256 digest, sent as Bearer or X-API-Key.
+
+While no active key exists the API is open (the embedded default binds 127.0.0.1 only); once one
+exists every endpoint except /livez and /readyz needs a key. Scopes: ``read`` (GET, search) and
+``admin`` (also upload, reindex, delete).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+from fastapi import Depends, Request
+from sqlalchemy import exists, select, update
+from sqlalchemy.orm import Session
+
+from service.db import get_session
+from service.models import SCOPES, ApiKey
+from service.problems import Problem
+
+KEY_PREFIX = "vcat_"
+_TOUCH_EVERY = timedelta(minutes=1)  # last_used_at is refreshed at most this often
+# Lookups are cached briefly per process (two queries less per request); keys created or revoked
+# in another process (the CLI) take effect within this many seconds.
+CACHE_SECONDS = 2.0
+_cache: dict[str, tuple[float, object]] = {}
+
+
+def clear_cache() -> None:
+    _cache.clear()
+
+
+def _cached(name: str, compute: Callable[[], object]) -> object:
+    now = time.monotonic()
+    hit = _cache.get(name)
+    if hit is not None and hit[0] > now:
+        return hit[1]
+    value = compute()
+    if value is not None:  # failed lookups are not cached: random keys cannot fill memory
+        if len(_cache) > 10_000:
+            _cache.clear()
+        _cache[name] = (now + CACHE_SECONDS, value)
+    return value
+
+
+@dataclass(frozen=True)
+class Principal:
+    key_id: str | None  # None: the API is open (no keys exist)
+    scope: str
+
+
+class KeyError_(ValueError):
+    """Bad arguments to key management (unknown scope, empty name)."""
+
+
+def _digest(key: str) -> str:
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+def create_key(session: Session, name: str, scope: str = "read") -> tuple[ApiKey, str]:
+    """A new key: (row, the plaintext key, shown once). Commits."""
+    if scope not in SCOPES:
+        raise KeyError_(f"scope must be one of {', '.join(SCOPES)}, not {scope!r}")
+    if not name.strip():
+        raise KeyError_("a key needs a non-empty name")
+    key_id = secrets.token_hex(4)
+    plaintext = f"{KEY_PREFIX}{key_id}_{secrets.token_urlsafe(24)}"
+    row = ApiKey(id=key_id, name=name.strip(), scope=scope, secret_hash=_digest(plaintext))
+    session.add(row)
+    session.commit()
+    clear_cache()
+    return row, plaintext
+
+
+def list_keys(session: Session) -> list[ApiKey]:
+    return list(session.scalars(select(ApiKey).order_by(ApiKey.created_at, ApiKey.id)))
+
+
+def revoke_key(session: Session, key_id: str) -> bool:
+    """Revoke a key by id; False if there is no such active key. Commits."""
+    result = session.execute(
+        update(ApiKey)
+        .where(ApiKey.id == key_id, ApiKey.revoked_at.is_(None))
+        .values(revoked_at=datetime.now(UTC))
+    )
+    session.commit()
+    clear_cache()
+    return bool(result.rowcount)  # type: ignore[attr-defined]
+
+
+def presented_key(request: Request) -> str | None:
+    auth = request.headers.get("authorization", "")
+    scheme, _, value = auth.partition(" ")
+    if scheme.lower() == "bearer" and value.strip():
+        return value.strip()
+    return request.headers.get("x-api-key") or None
+
+
+def _keys_in_force(session: Session) -> bool:
+    return bool(session.scalar(select(exists().where(ApiKey.revoked_at.is_(None)))))
+
+
+def _lookup(session: Session, key: str) -> Principal | None:
+    """The active key ``key`` is, or None (unknown, revoked, wrong secret)."""
+    if not key.startswith(KEY_PREFIX):
+        return None
+    row = session.get(ApiKey, key.removeprefix(KEY_PREFIX).split("_", 1)[0][:16])
+    if row is None or row.revoked_at is not None:
+        return None
+    if not hmac.compare_digest(row.secret_hash, _digest(key)):
+        return None
+    now = datetime.now(UTC)
+    if row.last_used_at is None or now - row.last_used_at > _TOUCH_EVERY:
+        row.last_used_at = now
+        session.commit()
+    return Principal(row.id, row.scope)
+
+
+def authenticate(session: Session, key: str | None) -> Principal:
+    """The caller behind ``key``; Problem 401 when keys exist and this is not an active one."""
+    if not _cached("in_force", lambda: _keys_in_force(session)):
+        return Principal(None, "admin")  # no keys: open (any header is ignored)
+    if key is None:
+        raise Problem(
+            401,
+            "an API key is required (Authorization: Bearer or X-API-Key)",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
+    # cached by digest, so the plaintext key is never kept in memory
+    principal = _cached("key:" + _digest(key), lambda: _lookup(session, key))
+    if not isinstance(principal, Principal):
+        raise Problem(401, "invalid or revoked API key", headers={"WWW-Authenticate": "Bearer"})
+    return principal
+
+
+def require_read(request: Request, session: Session = Depends(get_session)) -> Principal:
+    return authenticate(session, presented_key(request))
+
+
+def require_admin(request: Request, session: Session = Depends(get_session)) -> Principal:
+    principal = authenticate(session, presented_key(request))
+    if principal.scope != "admin":
+        raise Problem(403, "this needs an admin key; the key given is read-only")
+    return principal

@@ -1,0 +1,84 @@
+"""Enqueue indexing through Celery by task name: the API never imports the worker (no torch)."""
+
+from __future__ import annotations
+
+import uuid
+from functools import lru_cache
+
+import redis
+from celery import Celery
+
+from vcat import tasks
+from vcat.broker import to_kombu_url
+from vcat.settings import get_settings
+
+
+class QueueUnavailable(RuntimeError):
+    """The broker did not take the message."""
+
+
+@lru_cache(maxsize=4)
+def _celery(broker_url: str) -> Celery:
+    app = Celery("vcat-api", broker=to_kombu_url(broker_url))
+    app.conf.broker_connection_timeout = 5
+    app.conf.broker_connection_retry_on_startup = False
+    return app
+
+
+def enqueue_index(
+    video_id: uuid.UUID,
+    *,
+    model: str | None,
+    window: float | None,
+    stride: float | None,
+    top_k: int,
+) -> str:
+    """Send INDEX_VIDEO for one video; returns the Celery task id."""
+    settings = get_settings()
+    if not settings.broker_url:
+        raise QueueUnavailable("VCAT_BROKER_URL is not set")
+    args, kwargs = tasks.index_video_message(
+        str(video_id), model=model, window=window, stride=stride, top_k=top_k
+    )
+    try:
+        result = _celery(settings.broker_url).send_task(
+            tasks.INDEX_VIDEO, args=args, kwargs=kwargs, queue=index_queue(), retry=False
+        )
+    except Exception as exc:  # kombu raises many types; all mean "not queued"
+        raise QueueUnavailable(f"could not enqueue indexing: {exc}") from exc
+    return str(result.id)
+
+
+def _gpu_worker_alive(broker_url: str) -> bool:
+    try:
+        client = redis.Redis.from_url(broker_url, socket_timeout=2)
+        try:
+            pattern = tasks.WORKER_KEY.format(queue=tasks.GPU_QUEUE, name="*")
+            return next(iter(client.scan_iter(match=pattern, count=100)), None) is not None
+        finally:
+            client.close()
+    except (redis.RedisError, OSError, ValueError):
+        return False
+
+
+def index_queue() -> str:
+    """The queue indexing goes to now (``auto``: gpu while a GPU worker is alive, else cpu)."""
+    settings = get_settings()
+    if settings.index_queue != "auto":
+        return settings.index_queue
+    return tasks.resolve_queue("auto", _gpu_worker_alive(settings.broker_url or ""))
+
+
+def queue_depth() -> int | None:
+    """Messages waiting in the index queue (Redis list length); None if unknown."""
+    settings = get_settings()
+    if not settings.broker_url:
+        return None
+    try:
+        client = redis.Redis.from_url(settings.broker_url, socket_timeout=2)
+        try:
+            return int(client.llen(index_queue()))
+        finally:
+            client.close()
+    except (redis.RedisError, OSError, ValueError):
+        return None

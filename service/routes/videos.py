@@ -1,0 +1,618 @@
+"""Videos: upload (streamed) or fetch by URL, list, inspect, delete, reindex, clips, media."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import uuid
+from datetime import datetime
+from pathlib import Path as FilePath
+from typing import Annotated, Any, Literal, cast
+
+from fastapi import APIRouter, Body, Depends, Header, Path, Query, Request, Response
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import FileResponse, JSONResponse
+from pydantic import ValidationError
+from sqlalchemy import delete, select, text
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from service import audit, queue, storage
+from service.auth import Principal, require_admin, require_read
+from service.db import get_session
+from service.ingest import UploadError, receive_multipart
+from service.models import Clip, IdempotencyKey, Model, Video
+from service.problems import Problem
+from service.schemas import (
+    ClipOut,
+    ClipPage,
+    IndexOptions,
+    Reindex,
+    ScoreOut,
+    SegmentOut,
+    TimelineOut,
+    UrlIngest,
+    VideoOut,
+    VideoPage,
+    VideoStatus,
+)
+from service.search import SearchError, decode_cursor, encode_cursor, find_segments
+from service.url_fetch import Fetched, UrlRejected, fetch_to_file
+from vcat.settings import get_settings
+from worker.video.errors import VideoError
+from worker.video.probe import probe_video
+
+router = APIRouter(tags=["videos"])
+
+MAX_JSON_BODY = 64 * 1024
+NOT_A_VIDEO = {"unreadable", "no_video", "image", "not_allowed"}  # 415; other reasons: 422
+
+UPLOAD_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "required": ["file"],
+                    "properties": {
+                        "file": {"type": "string", "format": "binary"},
+                        "model": {"type": "string"},
+                        "window": {"type": "number"},
+                        "stride": {"type": "number"},
+                        "top_k": {"type": "integer"},
+                    },
+                }
+            },
+            "application/json": {
+                "schema": UrlIngest.model_json_schema(ref_template="#/components/schemas/{model}"),
+                "example": {"url": "https://example.com/cooking.mp4", "top_k": 5},
+            },
+        },
+    }
+}
+
+
+def video_out(video: Video, model_name: str | None = None) -> VideoOut:
+    base = f"/videos/{video.id}"
+    return VideoOut(
+        id=video.id,
+        status=cast(VideoStatus, video.status),
+        progress=video.progress,
+        error=video.error,
+        source=cast(Literal["upload", "url"], video.source),
+        source_url=video.source_url,
+        original_name=video.original_name,
+        sha256=video.sha256,
+        size=video.size,
+        container=video.container,
+        codec=video.codec,
+        duration=video.duration,
+        fps=video.fps,
+        width=video.width,
+        height=video.height,
+        rotation=video.rotation,
+        attempts=video.attempts,
+        model=model_name or video.model_name,
+        options=video.options,
+        created_at=video.created_at,
+        updated_at=video.updated_at,
+        indexed_at=video.indexed_at,
+        media_url=f"{base}/media" if video.media_file else None,
+        links={"self": base, "clips": f"{base}/clips", "segments": f"{base}/segments"},
+    )
+
+
+def _get_video(session: Session, video_id: uuid.UUID) -> Video:
+    video = session.get(Video, video_id)
+    if video is None or video.status == "deleted":
+        raise Problem(404, f"no video {video_id}")
+    return video
+
+
+def _request_hash(kind: str, payload: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps([kind, payload], sort_keys=True).encode()).hexdigest()
+
+
+def _idempotent(
+    session: Session, principal: Principal, key: str | None, request_hash: str
+) -> Video | None:
+    """The video an earlier request with this key made; Problem 409 if that body differed."""
+    if not key:
+        return None
+    row = session.get(IdempotencyKey, (principal.key_id or "", key))
+    if row is None:
+        return None
+    if row.request_hash != request_hash:
+        raise Problem(409, "Idempotency-Key was already used with a different request body")
+    return session.get(Video, row.video_id)
+
+
+def _index_options(options: IndexOptions) -> dict[str, Any]:
+    return {
+        "window": options.window,
+        "stride": options.stride,
+        "top_k": options.top_k or get_settings().default_top_k,
+    }
+
+
+def _enqueue(session: Session, video: Video) -> None:
+    opts = video.options
+    try:
+        queue.enqueue_index(
+            video.id,
+            model=video.model_name,
+            window=opts.get("window"),
+            stride=opts.get("stride"),
+            top_k=int(opts.get("top_k") or 5),
+        )
+    except queue.QueueUnavailable as exc:
+        video.status = "failed"
+        video.error = str(exc)
+        session.commit()
+        raise Problem(503, f"video stored but not queued: {exc}", video_id=str(video.id)) from None
+
+
+def _register(
+    session: Session,
+    principal: Principal,
+    tmp: FilePath,
+    *,
+    source: Literal["upload", "url"],
+    sha256: str,
+    size: int,
+    filename: str | None,
+    source_url: str | None,
+    options: IndexOptions,
+    idem_key: str | None,
+    request_hash: str,
+    client_request: Request,
+) -> tuple[Video, bool]:
+    """Probe the received file and create the video (or find the existing one)."""
+    try:
+        replay = _idempotent(session, principal, idem_key, request_hash)
+        if replay is not None:
+            return replay, False
+        existing = session.scalar(select(Video).where(Video.sha256 == sha256))
+        if existing is not None and existing.status != "deleted":
+            _remember(session, principal, idem_key, request_hash, existing.id)
+            return existing, False
+        try:
+            info = probe_video(tmp)
+        except VideoError as exc:
+            status = 415 if exc.reason in NOT_A_VIDEO else 422
+            detail = str(exc).split(": ", 1)[-1]
+            raise Problem(status, f"not a decodable video: {detail}", reason=exc.reason) from None
+        video_id = uuid.uuid4()
+        name = storage.media_name(video_id, info.container)
+        video = Video(
+            id=video_id,
+            source=source,
+            source_url=source_url,
+            original_name=filename,
+            sha256=sha256,
+            size=size,
+            media_file=name,
+            container=info.container,
+            codec=info.codec,
+            duration=info.duration,
+            fps=info.fps,
+            width=info.width,
+            height=info.height,
+            rotation=info.rotation,
+            status="queued",
+            progress=0.0,
+            attempts=0,
+            model_name=options.model,
+            options=_index_options(options),
+        )
+        session.add(video)
+        session.flush()
+        _remember(session, principal, idem_key, request_hash, video_id)
+        tmp.rename(storage.media_root() / name)
+        audit.record(
+            session,
+            principal,
+            "upload",
+            video_id=video_id,
+            commit=False,
+            detail={"source": source, "url": source_url, "size": size},
+            request=client_request,
+        )
+        try:
+            session.commit()
+        except IntegrityError:  # a concurrent identical upload or key won
+            session.rollback()
+            (storage.media_root() / name).unlink(missing_ok=True)
+            again = _idempotent(session, principal, idem_key, request_hash) or session.scalar(
+                select(Video).where(Video.sha256 == sha256)
+            )
+            if again is None:
+                raise
+            return again, False
+        session.refresh(video)
+        _enqueue(session, video)
+        return video, True
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _remember(
+    session: Session, principal: Principal, key: str | None, request_hash: str, vid: uuid.UUID
+) -> None:
+    if key:
+        session.merge(
+            IdempotencyKey(
+                key_id=principal.key_id or "", key=key, request_hash=request_hash, video_id=vid
+            )
+        )
+        session.flush()
+
+
+def _parse_options(fields: dict[str, str]) -> IndexOptions:
+    unknown = set(fields) - {"model", "window", "stride", "top_k"}
+    if unknown:
+        raise Problem(422, f"unknown form fields: {', '.join(sorted(unknown))}")
+    try:
+        return IndexOptions.model_validate({k: v for k, v in fields.items() if v != ""})
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"])
+        raise Problem(422, f"{where}: {first['msg']}") from None
+
+
+@router.post(
+    "/videos",
+    status_code=202,
+    summary="Upload a video (multipart `file`) or fetch one (JSON `url`) and queue indexing",
+    openapi_extra=UPLOAD_BODY,
+    response_model=VideoOut,
+    responses={
+        200: {
+            "description": "Identical bytes or an Idempotency-Key replay: the existing video",
+            "model": VideoOut,
+        },
+        403: {"description": "URL ingest is off, or the host is not allowed"},
+        409: {"description": "Idempotency-Key reused with another body"},
+        413: {"description": "Larger than the configured limit"},
+        415: {"description": "Not a video (or an unsupported content type)"},
+    },
+)
+async def create_video(
+    request: Request,
+    principal: Principal = Depends(require_admin),
+    session: Session = Depends(get_session),
+    idempotency_key: Annotated[str | None, Header(max_length=255)] = None,
+) -> Response:
+    settings = get_settings()
+    content_type = request.headers.get("content-type", "")
+    # End the auth query's transaction: no pooled connection is held while the body streams in.
+    await run_in_threadpool(session.rollback)
+    tmp = storage.incoming_path(uuid.uuid4().hex)
+    if content_type.startswith("multipart/form-data"):
+        try:
+            upload = await receive_multipart(
+                content_type, request.stream(), tmp, settings.max_upload_bytes
+            )
+        except UploadError as exc:
+            raise Problem(exc.status, str(exc)) from None
+        try:
+            options = _parse_options(upload.fields)
+        except Problem:
+            tmp.unlink(missing_ok=True)
+            raise
+        request_hash = _request_hash(
+            "upload", {"sha256": upload.sha256, **options.model_dump(mode="json")}
+        )
+        video, created = await run_in_threadpool(
+            _register,
+            session,
+            principal,
+            tmp,
+            source="upload",
+            sha256=upload.sha256,
+            size=upload.size,
+            filename=upload.filename,
+            source_url=None,
+            options=options,
+            idem_key=idempotency_key,
+            request_hash=request_hash,
+            client_request=request,
+        )
+    elif content_type.split(";")[0].strip() == "application/json":
+        body = bytearray()
+        async for chunk in request.stream():
+            body.extend(chunk)
+            if len(body) > MAX_JSON_BODY:
+                raise Problem(413, f"JSON body larger than {MAX_JSON_BODY} bytes")
+        try:
+            ingest = UrlIngest.model_validate_json(bytes(body))
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            where = ".".join(str(p) for p in first["loc"])
+            raise Problem(422, f"{where}: {first['msg']}" if where else first["msg"]) from None
+        if not settings.url_ingest_enabled:
+            raise Problem(403, "URL ingest is switched off on this server")
+        options = IndexOptions.model_validate(ingest.model_dump(exclude={"url"}))
+        url = str(ingest.url)
+        request_hash = _request_hash("url", ingest.model_dump(mode="json"))
+        replay = await run_in_threadpool(
+            _idempotent, session, principal, idempotency_key, request_hash
+        )
+        if replay is not None:
+            return _video_response(replay, created=False)
+        fetcher = request.app.state.url_fetcher
+        try:
+            fetched = await run_in_threadpool(
+                fetcher,
+                url,
+                tmp,
+                max_bytes=settings.max_upload_bytes,
+                timeout=settings.url_timeout_seconds,
+                allow_hosts=settings.url_allow_hosts,
+            )
+        except UrlRejected as exc:
+            raise Problem(exc.status, f"url: {exc}") from None
+        video, created = await run_in_threadpool(
+            _register,
+            session,
+            principal,
+            tmp,
+            source="url",
+            sha256=fetched.sha256,
+            size=fetched.size,
+            filename=fetched.filename,
+            source_url=url,
+            options=options,
+            idem_key=idempotency_key,
+            request_hash=request_hash,
+            client_request=request,
+        )
+    else:
+        raise Problem(415, "send multipart/form-data with a `file` part, or JSON with a `url`")
+    return _video_response(video, created=created)
+
+
+def _video_response(video: Video, *, created: bool) -> JSONResponse:
+    body = video_out(video).model_dump(mode="json")
+    return JSONResponse(
+        body, status_code=202 if created else 200, headers={"Location": f"/videos/{video.id}"}
+    )
+
+
+def default_fetcher(url: str, dest: FilePath, **limits: Any) -> Fetched:
+    return fetch_to_file(url, dest, **limits)
+
+
+@router.get("/videos", response_model=VideoPage, summary="Videos, newest first")
+def list_videos(
+    status: Literal["queued", "processing", "done", "failed"] | None = None,
+    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+    cursor: Annotated[str | None, Query(max_length=200)] = None,
+    _: Principal = Depends(require_read),
+    session: Session = Depends(get_session),
+) -> VideoPage:
+    query = select(Video).where(Video.status != "deleted")
+    if status:
+        query = query.where(Video.status == status)
+    if cursor:
+        try:
+            at, vid = decode_cursor(cursor, (str, str))
+            after = (datetime.fromisoformat(at), uuid.UUID(vid))
+        except (SearchError, ValueError):
+            raise Problem(422, "cursor: not a cursor this API issued") from None
+        query = query.where(
+            (Video.created_at < after[0]) | ((Video.created_at == after[0]) & (Video.id < after[1]))
+        )
+    rows = list(
+        session.scalars(query.order_by(Video.created_at.desc(), Video.id.desc()).limit(limit + 1))
+    )
+    nxt = None
+    if len(rows) > limit:
+        last = rows[limit - 1]
+        nxt = encode_cursor([last.created_at.isoformat(), str(last.id)])
+    return VideoPage(items=[video_out(v) for v in rows[:limit]], next_cursor=nxt)
+
+
+@router.get(
+    "/videos/{video_id}", response_model=VideoOut, summary="Status, progress, metadata, error"
+)
+def get_video(
+    video_id: uuid.UUID,
+    _: Principal = Depends(require_read),
+    session: Session = Depends(get_session),
+) -> VideoOut:
+    video = _get_video(session, video_id)
+    model = session.get(Model, video.model_id) if video.model_id else None
+    return video_out(video, model.name if model else None)
+
+
+@router.delete(
+    "/videos/{video_id}", status_code=204, summary="Delete a video, its index and its files"
+)
+def delete_video(
+    video_id: uuid.UUID,
+    request: Request,
+    principal: Principal = Depends(require_admin),
+    session: Session = Depends(get_session),
+) -> Response:
+    video = session.get(Video, video_id)
+    if video is not None:
+        thumbs = list(session.scalars(select(Clip.thumbnail).where(Clip.video_id == video_id)))
+        media_file = video.media_file
+        session.execute(delete(Video).where(Video.id == video_id))  # cascades to the index
+        audit.record(session, principal, "delete", video_id=video_id, request=request, commit=False)
+        session.commit()
+        storage.remove_video_files(video_id, media_file, thumbs)
+    return Response(status_code=204)
+
+
+@router.post(
+    "/videos/{video_id}/reindex",
+    status_code=202,
+    response_model=VideoOut,
+    summary="Index again, optionally with another model or options",
+    responses={409: {"description": "Being indexed now, or its source file was removed"}},
+)
+def reindex_video(
+    video_id: uuid.UUID,
+    request: Request,
+    options: Annotated[Reindex | None, Body()] = None,
+    principal: Principal = Depends(require_admin),
+    session: Session = Depends(get_session),
+) -> VideoOut:
+    video = _get_video(session, video_id)
+    if video.status == "processing":
+        raise Problem(409, "the video is being indexed now; retry when it is done")
+    if not video.media_file or storage.inside_media(video.media_file) is None:
+        raise Problem(409, "the source file was removed (retention); upload it again")
+    opts = options or Reindex()
+    merged = dict(video.options)
+    merged.update({k: v for k, v in _index_options(opts).items() if v is not None})
+    video.options = merged
+    if opts.model:
+        video.model_name = opts.model
+    video.status, video.progress, video.error = "queued", 0.0, None
+    video.updated_at = datetime.now().astimezone()
+    audit.record(
+        session,
+        principal,
+        "reindex",
+        video_id=video_id,
+        request=request,
+        commit=False,
+        detail={"model": video.model_name},
+    )
+    session.commit()
+    _enqueue(session, video)
+    return video_out(video)
+
+
+@router.get("/videos/{video_id}/clips", response_model=ClipPage, summary="Clips with top-k")
+def list_clips(
+    video_id: uuid.UUID,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 200,
+    cursor: Annotated[str | None, Query(max_length=100)] = None,
+    _: Principal = Depends(require_read),
+    session: Session = Depends(get_session),
+) -> ClipPage:
+    _get_video(session, video_id)
+    after = -1
+    if cursor:
+        try:
+            (after,) = decode_cursor(cursor, (int,))
+        except SearchError as exc:
+            raise Problem(422, str(exc)) from None
+    rows = session.execute(
+        text("""SELECT c.idx, c.start, c."end", c.thumbnail,
+                       coalesce(json_agg(json_build_array(a.name, s.score) ORDER BY s.rank)
+                                FILTER (WHERE a.id IS NOT NULL), '[]') AS scores
+                FROM clips c
+                LEFT JOIN clip_scores s ON s.video_id = c.video_id AND s.clip_idx = c.idx
+                LEFT JOIN actions a ON a.id = s.action_id
+                WHERE c.video_id = :v AND c.idx > :after
+                GROUP BY c.video_id, c.idx ORDER BY c.idx LIMIT :limit"""),
+        {"v": video_id, "after": after, "limit": limit + 1},
+    ).all()
+    items = [
+        ClipOut(
+            idx=r.idx,
+            start=r.start,
+            end=r.end,
+            thumbnail_url=f"/videos/{video_id}/clips/{r.idx}/thumbnail" if r.thumbnail else None,
+            scores=[ScoreOut(action=n, score=s) for n, s in r.scores],
+        )
+        for r in rows[:limit]
+    ]
+    nxt = encode_cursor([rows[limit - 1].idx]) if len(rows) > limit else None
+    return ClipPage(items=items, next_cursor=nxt)
+
+
+@router.get(
+    "/videos/{video_id}/segments",
+    response_model=TimelineOut,
+    summary="The timeline: runs of clips per action scoring >= min_score, in time order",
+)
+def video_segments(
+    video_id: uuid.UUID,
+    min_score: Annotated[float | None, Query(ge=0, le=1)] = None,
+    _: Principal = Depends(require_read),
+    session: Session = Depends(get_session),
+) -> TimelineOut:
+    _get_video(session, video_id)
+    threshold = get_settings().default_min_score if min_score is None else min_score
+    segments, _next = find_segments(
+        session, None, min_score=threshold, video_id=video_id, sort="time", limit=100_000
+    )
+    segments.sort(key=lambda s: (s.start, -s.max_score))
+    return TimelineOut(
+        video_id=video_id, min_score=threshold, items=[segment_out(s) for s in segments]
+    )
+
+
+def segment_out(s: Any) -> SegmentOut:
+    base = f"/videos/{s.video_id}"
+    return SegmentOut(
+        video_id=s.video_id,
+        action=s.action,
+        actions=s.actions,
+        model=s.model,
+        start=s.start,
+        end=s.end,
+        first_clip=s.first_clip,
+        last_clip=s.last_clip,
+        clips=s.clips,
+        max_score=round(s.max_score, 6),
+        mean_score=round(s.mean_score, 6),
+        media_url=f"{base}/media#t={s.start:g},{s.end:g}",
+        thumbnail_url=f"{base}/clips/{s.first_clip}/thumbnail" if s.thumbnail else None,
+    )
+
+
+@router.get(
+    "/videos/{video_id}/media",
+    summary="The video file; supports HTTP Range so players can seek",
+    response_class=FileResponse,
+    responses={206: {"description": "Partial content"}, 416: {"description": "Bad range"}},
+)
+def video_media(
+    video_id: uuid.UUID,
+    request: Request,
+    principal: Principal = Depends(require_read),
+    session: Session = Depends(get_session),
+) -> FileResponse:
+    video = _get_video(session, video_id)
+    path = storage.inside_media(video.media_file)
+    if path is None:
+        raise Problem(404, "the source file of this video was removed")
+    audit.record(
+        session,
+        principal,
+        "view_media",
+        video_id=video_id,
+        request=request,
+        detail={"range": request.headers.get("range")},
+        durable=False,
+    )
+    return FileResponse(path, media_type=storage.media_type(video.container))
+
+
+@router.get(
+    "/videos/{video_id}/clips/{n}/thumbnail",
+    summary="A clip's thumbnail image",
+    response_class=FileResponse,
+)
+def clip_thumbnail(
+    video_id: uuid.UUID,
+    n: Annotated[int, Path(ge=0, le=10_000_000)],
+    _: Principal = Depends(require_read),
+    session: Session = Depends(get_session),
+) -> FileResponse:
+    clip = session.get(Clip, (video_id, n))
+    if clip is None:
+        raise Problem(404, f"video {video_id} has no clip {n}")
+    path = storage.inside_media(clip.thumbnail)
+    if path is None:
+        raise Problem(404, f"clip {n} has no thumbnail")
+    media = "image/png" if path.suffix.lower() == ".png" else "image/jpeg"
+    return FileResponse(path, media_type=media)

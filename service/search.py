@@ -1,0 +1,326 @@
+"""Search by action: segments = maximal runs of consecutive clips scoring >= min_score.
+
+Runs are found in SQL with the gaps-and-islands trick (``clip_idx - row_number()`` is constant
+within a run), over the index ``clip_scores (action_id, video_id, clip_idx) INCLUDE (score)``.
+Names match case-insensitively; with no exact match, the closest name by pg_trgm similarity.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import struct
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Literal
+
+from sqlalchemy import text
+from sqlalchemy.orm import Session
+
+FUZZY_MIN_SIMILARITY = 0.3
+
+
+class SearchError(ValueError):
+    """Bad search input (bad cursor, no such model)."""
+
+
+@dataclass
+class Match:
+    query: str
+    action_ids: list[int]
+    names: list[str]
+    fuzzy: bool
+    similarity: float | None = None
+
+
+@dataclass
+class Segment:
+    video_id: uuid.UUID
+    action_id: int | None
+    first_clip: int
+    last_clip: int
+    clips: int
+    max_score: float
+    mean_score: float
+    start: float = 0.0
+    end: float = 0.0
+    thumbnail: str | None = None
+    action: str | None = None
+    model: str | None = None
+    actions: list[str] = field(default_factory=list)
+
+
+def match_action(session: Session, query: str, model: str | None) -> Match:
+    """Actions named ``query`` (any case) in ``model`` (or every model); else the closest name."""
+    params: dict[str, Any] = {"q": query.strip().lower(), "model": model}
+    model_filter = "AND m.name = :model" if model else ""
+    rows = session.execute(
+        text(
+            f"""SELECT a.id, a.name FROM actions a JOIN models m ON m.id = a.model_id
+            WHERE lower(a.name) = :q {model_filter} ORDER BY a.id"""
+        ),
+        params,
+    ).all()
+    if rows:
+        return Match(query, [r.id for r in rows], sorted({r.name for r in rows}), fuzzy=False)
+    # Fuzzy: the best-scoring name (all actions with that name, across models).
+    rows = session.execute(
+        text(
+            f"""SELECT a.id, a.name, similarity(lower(a.name), :q) AS sim
+            FROM actions a JOIN models m ON m.id = a.model_id
+            WHERE lower(a.name) % :q {model_filter}
+            ORDER BY sim DESC, lower(a.name), a.id LIMIT 50"""
+        ),
+        params,
+    ).all()
+    rows = [r for r in rows if r.sim >= FUZZY_MIN_SIMILARITY]
+    if not rows:
+        return Match(query, [], [], fuzzy=True)
+    best = rows[0].name.lower()
+    chosen = [r for r in rows if r.name.lower() == best]
+    return Match(
+        query,
+        [r.id for r in chosen],
+        sorted({r.name for r in chosen}),
+        True,
+        round(float(rows[0].sim), 3),
+    )
+
+
+def encode_cursor(values: list[Any]) -> str:
+    return base64.urlsafe_b64encode(json.dumps(values).encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str, kinds: tuple[type, ...]) -> list[Any]:
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+        values = json.loads(raw)
+    except (binascii.Error, ValueError) as exc:
+        raise SearchError("cursor: not a cursor this API issued") from exc
+    if not isinstance(values, list) or len(values) != len(kinds):
+        raise SearchError("cursor: not a cursor this API issued")
+    for v, kind in zip(values, kinds, strict=True):
+        ok = isinstance(v, kind) and not isinstance(v, bool)
+        if kind is float:
+            ok = isinstance(v, int | float) and not isinstance(v, bool)
+        if not ok:
+            raise SearchError("cursor: not a cursor this API issued")
+    return values
+
+
+def _float32(value: float) -> float:
+    return float(struct.unpack("f", struct.pack("f", value))[0])
+
+
+def _cursor_params(cursor: str | None, sort: str, params: dict[str, Any]) -> bool:
+    """Decode ``cursor`` into params c0..c3; False when there is none."""
+    if not cursor:
+        return False
+    kinds: tuple[type, ...] = (float, str, int, int) if sort == "score" else (str, str, int, int)
+    values = decode_cursor(cursor, kinds)
+    try:
+        uuid.UUID(values[1])
+        if sort == "time":
+            datetime.fromisoformat(values[0])
+    except ValueError:
+        raise SearchError("cursor: not a cursor this API issued") from None
+    params.update({f"c{i}": v for i, v in enumerate(values)})
+    return True
+
+
+def _after(first: str, sort: str, prefix: str) -> str:
+    """Keyset condition: rows after the cursor in (first DESC, video_id, first_clip, key)."""
+    cast = "real" if sort == "score" else "timestamptz"
+    rest = f"({prefix}video_id, {prefix}first_clip, {prefix}key)"
+    return f""" AND ({first} < CAST(:c0 AS {cast}) OR ({first} = CAST(:c0 AS {cast})
+               AND {rest} > (CAST(:c1 AS uuid), :c2, :c3)))"""
+
+
+def find_segments(
+    session: Session,
+    groups: list[list[int]] | None,
+    *,
+    min_score: float,
+    mode: Literal["any", "all"] = "any",
+    video_id: uuid.UUID | None = None,
+    t_from: float | None = None,
+    t_to: float | None = None,
+    sort: Literal["score", "time"] = "score",
+    limit: int = 50,
+    cursor: str | None = None,
+    stored_threshold: float | None = None,
+) -> tuple[list[Segment], str | None]:
+    """One page of segments and the cursor of the next (None at the end).
+
+    ``groups``: per searched name, the matching action ids (None: every action; needs
+    ``video_id``). ``any``: runs per action. ``all``: runs of clips where every group scores
+    >= min_score, the clip's score being the weakest group's best.
+    Sort ``score``: best first; ``time``: by video (newest first) then start time.
+    ``stored_threshold``: the threshold the ``segments`` table was written at; a search at
+    that threshold reads it instead of computing runs (same results, one index range).
+    """
+    single = groups is not None and (mode == "any" or len(groups) == 1)
+    if groups is None and video_id is None:
+        raise SearchError("a segment listing over every action needs a video")
+    params: dict[str, Any] = {"min_score": min_score, "limit": limit + 1}
+    if video_id is not None:
+        params["video_id"] = video_id
+    if t_from is not None:
+        params["t_from"] = t_from
+    if t_to is not None:
+        params["t_to"] = t_to
+    has_cursor = _cursor_params(cursor, sort, params)
+    stored = (
+        single
+        and stored_threshold is not None
+        and _float32(min_score) == _float32(stored_threshold)
+    )
+    if stored:
+        sql = _stored_sql(params, groups or [], sort, video_id, t_from, t_to, has_cursor)
+    else:
+        sql = _live_sql(params, groups, mode, sort, video_id, t_from, t_to, has_cursor)
+    rows = session.execute(text(sql), params).all()
+    segments = [
+        Segment(
+            video_id=r.video_id,
+            action_id=r.key if groups is None or single else None,
+            first_clip=r.first_clip,
+            last_clip=r.last_clip,
+            clips=r.clips,
+            max_score=float(r.max_score),
+            mean_score=float(r.mean_score),
+            start=float(r.start),
+            end=float(r.end),
+            thumbnail=r.thumbnail,
+            action=r.action,
+            model=r.model,
+            actions=[r.action] if r.action else [],
+        )
+        for r in rows[:limit]
+    ]
+    next_cursor = None
+    if len(rows) > limit:
+        last = rows[limit - 1]
+        first: Any = float(last.max_score) if sort == "score" else last.created
+        next_cursor = encode_cursor([first, str(last.video_id), last.first_clip, last.key])
+    return segments, next_cursor
+
+
+_CREATED = """to_char({col} AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"')"""
+
+
+def _stored_sql(
+    params: dict[str, Any],
+    groups: list[list[int]],
+    sort: str,
+    video_id: uuid.UUID | None,
+    t_from: float | None,
+    t_to: float | None,
+    has_cursor: bool,
+) -> str:
+    params["actions"] = sorted({a for g in groups for a in g})
+    where = ""
+    if video_id is not None:
+        where += " AND s.video_id = :video_id"
+    if t_from is not None:
+        where += ' AND s."end" > :t_from'
+    if t_to is not None:
+        where += " AND s.start < :t_to"
+    first = "s.max_score" if sort == "score" else "s.video_created"
+    if has_cursor:
+        where += _after(first, sort, "s.").replace("s.key", "s.action_id")
+    return f"""
+        SELECT s.video_id, s.action_id AS key, s.first_clip, s.last_clip, s.clips, s.max_score,
+               s.mean_score, s.start, s."end", s.thumbnail,
+               {_CREATED.format(col="s.video_created")} AS created,
+               a.name AS action, m.name AS model
+        FROM segments s
+        JOIN actions a ON a.id = s.action_id
+        JOIN models m ON m.id = a.model_id
+        WHERE s.action_id = ANY(:actions) AND s.threshold = CAST(:min_score AS real) {where}
+        ORDER BY {first} DESC, s.video_id, s.first_clip, s.action_id
+        LIMIT :limit
+    """
+
+
+def _live_sql(
+    params: dict[str, Any],
+    groups: list[list[int]] | None,
+    mode: str,
+    sort: str,
+    video_id: uuid.UUID | None,
+    t_from: float | None,
+    t_to: float | None,
+    has_cursor: bool,
+) -> str:
+    video_filter = "AND cs.video_id = :video_id" if video_id is not None else ""
+    if groups is None:
+        hits = f"""SELECT cs.video_id, cs.action_id AS key, cs.clip_idx, cs.score
+                   FROM clip_scores cs
+                   WHERE cs.score >= CAST(:min_score AS real) {video_filter}"""
+    elif mode == "any" or len(groups) == 1:
+        params["actions"] = sorted({a for g in groups for a in g})
+        hits = f"""SELECT cs.video_id, cs.action_id AS key, cs.clip_idx, cs.score
+                   FROM clip_scores cs
+                   WHERE cs.action_id = ANY(:actions)
+                     AND cs.score >= CAST(:min_score AS real) {video_filter}"""
+    else:
+        pairs = [(a, g) for g, ids in enumerate(groups) for a in ids]
+        params["g_actions"] = [a for a, _ in pairs]
+        params["g_groups"] = [g for _, g in pairs]
+        params["n_groups"] = len(groups)
+        hits = f"""SELECT video_id, 0 AS key, clip_idx, min(best) AS score FROM (
+                     SELECT cs.video_id, cs.clip_idx, g.grp, max(cs.score) AS best
+                     FROM clip_scores cs
+                     JOIN unnest(CAST(:g_actions AS int[]), CAST(:g_groups AS int[]))
+                          AS g(action_id, grp) ON g.action_id = cs.action_id
+                     WHERE cs.score >= CAST(:min_score AS real) {video_filter}
+                     GROUP BY cs.video_id, cs.clip_idx, g.grp) AS per_group
+                   GROUP BY video_id, clip_idx HAVING count(*) = :n_groups"""
+    # Clip times are looked up per segment (index probes) only where a filter needs them; the
+    # page is cut first and joined to clips and videos after.
+    where = ""
+    if t_from is not None:
+        where += """ AND (SELECT c."end" FROM clips c
+                          WHERE c.video_id = s.video_id AND c.idx = s.last_clip) > :t_from"""
+    if t_to is not None:
+        where += """ AND (SELECT c.start FROM clips c
+                          WHERE c.video_id = s.video_id AND c.idx = s.first_clip) < :t_to"""
+    created = "(SELECT v.created_at FROM videos v WHERE v.id = s.video_id)"
+    first = "s.max_score" if sort == "score" else created
+    if has_cursor:
+        where += _after(first, sort, "s.")
+    order = "max_score DESC" if sort == "score" else "created_at DESC"
+    return f"""
+        WITH hits AS ({hits}),
+        islands AS (
+            SELECT video_id, key, clip_idx, score,
+                   clip_idx - row_number() OVER (PARTITION BY video_id, key ORDER BY clip_idx)
+                       AS island
+            FROM hits
+        ),
+        s AS (
+            SELECT video_id, key, min(clip_idx) AS first_clip, max(clip_idx) AS last_clip,
+                   count(*) AS clips, max(score) AS max_score, avg(score) AS mean_score
+            FROM islands GROUP BY video_id, key, island
+        ),
+        page AS MATERIALIZED (
+            SELECT s.*, {created if sort == "time" else "NULL::timestamptz"} AS created_at
+            FROM s WHERE true {where}
+            ORDER BY {order}, video_id, first_clip, key
+            LIMIT :limit
+        )
+        SELECT p.video_id, p.key, p.first_clip, p.last_clip, p.clips, p.max_score,
+               p.mean_score, c1.start, c2."end", c1.thumbnail,
+               {_CREATED.format(col="coalesce(p.created_at, v.created_at)")} AS created,
+               a.name AS action, m.name AS model
+        FROM page p
+        JOIN videos v ON v.id = p.video_id
+        JOIN clips c1 ON c1.video_id = p.video_id AND c1.idx = p.first_clip
+        JOIN clips c2 ON c2.video_id = p.video_id AND c2.idx = p.last_clip
+        LEFT JOIN actions a ON a.id = p.key
+        LEFT JOIN models m ON m.id = a.model_id
+        ORDER BY p.{order}, p.video_id, p.first_clip, p.key
+    """

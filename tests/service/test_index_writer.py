@@ -1,0 +1,85 @@
+"""The worker's write path: ensure_model, replace_video_index (one transaction, replaces)."""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+from sqlalchemy import func, select, text
+from sqlalchemy.orm import Session
+
+from service.index_writer import (
+    IndexDataError,
+    ensure_model,
+    rebuild_segments,
+    replace_video_index,
+)
+from service.models import Action, Clip, ClipScore, Video
+from tests.service.conftest import FakeModel, SeedVideo
+
+pytestmark = [pytest.mark.db]
+
+
+def test_ensure_model_registers_labels_once(db: Session) -> None:
+    model = FakeModel()
+    first = ensure_model(db, model.name, model.version, model.labels)
+    assert ensure_model(db, model.name, model.version, model.labels) == first
+    names = db.scalars(select(Action.name).where(Action.model_id == first).order_by(Action.idx))
+    assert list(names) == model.labels
+    with pytest.raises(IndexDataError, match="new version"):
+        ensure_model(db, model.name, model.version, ["other"])
+    assert ensure_model(db, model.name, "2", ["other"]) != first
+    with pytest.raises(IndexDataError):
+        ensure_model(db, "x", "1", ["ok", " "])
+
+
+def test_replace_replaces_and_marks_done(db: Session, seed_video: SeedVideo) -> None:
+    vid = seed_video([[("dancing", 0.9), ("running", 0.1)]] * 3)
+    video = db.get(Video, vid)
+    assert video is not None and video.status == "done" and video.progress == 1.0
+    n = replace_video_index(db, vid, FakeModel(), [(0.0, 1.0, [("idle", 0.7)], None)])
+    assert n == 1
+    assert db.scalar(select(func.count()).select_from(Clip).where(Clip.video_id == vid)) == 1
+    rows = db.execute(select(ClipScore.rank, ClipScore.score).where(ClipScore.video_id == vid))
+    assert [(r.rank, round(r.score, 3)) for r in rows] == [(1, 0.7)]
+    summary = db.execute(
+        text("SELECT segments, max_score FROM video_actions WHERE video_id=:v"), {"v": vid}
+    ).all()
+    assert [(s, round(m, 3)) for s, m in summary] == [(1, 0.7)]
+
+
+@pytest.mark.parametrize(
+    "clips",
+    [
+        [(0.0, 1.0, [("not a label", 0.5)], None)],
+        [(0.0, 1.0, [("idle", 1.5)], None)],
+        [(2.0, 1.0, [("idle", 0.5)], None)],
+    ],
+)
+def test_bad_results_write_nothing(db: Session, seed_video: SeedVideo, clips: list[tuple]) -> None:
+    vid = seed_video([[("dancing", 0.9)]])
+    with pytest.raises(IndexDataError):
+        replace_video_index(db, vid, FakeModel(), clips)
+    # the earlier result is intact
+    assert (
+        db.scalar(select(func.count()).select_from(ClipScore).where(ClipScore.video_id == vid)) == 1
+    )
+
+
+def test_unknown_video(db: Session) -> None:
+    with pytest.raises(IndexDataError, match="no video"):
+        replace_video_index(db, uuid.uuid4(), FakeModel(), [(0.0, 1.0, [], None)])
+
+
+def test_rebuild_segments_at_a_new_threshold(db: Session, seed_video: SeedVideo) -> None:
+    seed_video([[("dancing", 0.9)], [("dancing", 0.6)], [("dancing", 0.9)]])
+
+    def stored() -> list[tuple[int, int, float]]:
+        rows = db.execute(text("SELECT first_clip, last_clip, threshold FROM segments ORDER BY 1"))
+        return [(a, b, round(t, 3)) for a, b, t in rows]
+
+    assert stored() == [(0, 2, 0.5)]
+    assert rebuild_segments(db, 0.7) == 2
+    assert stored() == [(0, 0, 0.7), (2, 2, 0.7)]
+    counts = db.execute(text("SELECT segments FROM video_actions")).scalars().all()
+    assert counts == [2]

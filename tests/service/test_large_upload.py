@@ -1,0 +1,112 @@
+"""A 200 MB upload through a real uvicorn: the API's memory stays flat while it streams."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+pytestmark = [pytest.mark.db, pytest.mark.broker, pytest.mark.slow]
+
+REPO = Path(__file__).resolve().parents[2]
+MB = 1024 * 1024
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _rss(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    raise AssertionError("no VmRSS")
+
+
+def multipart_body(boundary: str, total: int, chunk: int = MB) -> Iterator[bytes]:
+    yield (
+        f'--{boundary}\r\nContent-Disposition: form-data; name="file"; '
+        f'filename="big.mp4"\r\nContent-Type: video/mp4\r\n\r\n'
+    ).encode()
+    block = os.urandom(chunk)
+    sent = 0
+    while sent < total:
+        n = min(chunk, total - sent)
+        yield block[:n]
+        sent += n
+    yield f"\r\n--{boundary}--\r\n".encode()
+
+
+def test_200mb_upload_keeps_rss_flat(vcat_env: dict[str, str], tmp_path: Path) -> None:
+    port = _free_port()
+    env = {**os.environ, **vcat_env, "VCAT_MAX_UPLOAD_BYTES": str(1024 * MB)}
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "uvicorn",
+            "service.app:app",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--log-level",
+            "warning",
+        ],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(f"{url}/livez", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                time.sleep(0.2)
+        httpx.get(f"{url}/videos", timeout=10)  # warm: imports, DB pool
+        baseline = _rss(proc.pid)
+        peak = baseline
+        done = threading.Event()
+
+        def sample() -> None:
+            nonlocal peak
+            while not done.is_set():
+                peak = max(peak, _rss(proc.pid))
+                time.sleep(0.05)
+
+        sampler = threading.Thread(target=sample)
+        sampler.start()
+        started = time.monotonic()
+        try:
+            response = httpx.post(
+                f"{url}/videos",
+                content=multipart_body("vcatboundary", 200 * MB),
+                headers={"content-type": "multipart/form-data; boundary=vcatboundary"},
+                timeout=120,
+            )
+        finally:
+            done.set()
+            sampler.join()
+        seconds = time.monotonic() - started
+        # random bytes: streamed, hashed, stored, then refused by the prober
+        assert response.status_code == 415, response.text
+        growth = (peak - baseline) / MB
+        print(f"200 MB upload: {200 / seconds:.0f} MB/s, RSS growth {growth:.1f} MB")
+        assert growth < 64, f"RSS grew {growth:.1f} MB"
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)

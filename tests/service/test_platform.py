@@ -1,0 +1,82 @@
+"""Process-level guarantees: no torch in the API, migrations round-trip, metrics, retention."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy import create_engine, inspect, text
+from sqlalchemy.orm import Session
+
+from service.retention import expire_videos
+from tests.service.conftest import SeedVideo
+from vcat import migrate
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def test_api_never_imports_torch() -> None:
+    code = "import sys, service.app; assert 'torch' not in sys.modules, 'torch imported'"
+    result = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+
+
+@pytest.mark.db
+def test_migrations_upgrade_downgrade_upgrade(database_url: str) -> None:
+    engine = create_engine(database_url)
+    catalogue = {
+        "videos",
+        "models",
+        "actions",
+        "clips",
+        "clip_scores",
+        "video_actions",
+        "api_keys",
+        "audit_log",
+        "idempotency_keys",
+    }
+    try:
+        migrate.upgrade(database_url, "head")
+        assert catalogue <= set(inspect(engine).get_table_names())
+        migrate.downgrade(database_url, "base")
+        assert not catalogue & set(inspect(engine).get_table_names())
+        migrate.upgrade(database_url, "head")
+        inspector = inspect(engine)
+        assert catalogue <= set(inspector.get_table_names())
+        indexes = {i["name"] for i in inspector.get_indexes("clip_scores")}
+        assert "clip_scores_action_video" in indexes
+    finally:
+        engine.dispose()
+
+
+@pytest.mark.db
+@pytest.mark.broker
+def test_metrics(client: TestClient, seed_video: SeedVideo) -> None:
+    seed_video([[("dancing", 0.9)]])
+    client.get("/videos")
+    body = client.get("/metrics").text
+    assert 'vcat_videos{status="done"} 1.0' in body
+    assert 'vcat_http_requests_total{method="GET",route="/videos",status="200"}' in body
+    assert "vcat_http_request_duration_seconds_bucket" in body
+    assert "vcat_index_queue_depth" in body
+
+
+@pytest.mark.db
+def test_retention_expires_old_videos(db: Session, seed_video: SeedVideo, media_root: Path) -> None:
+    old = seed_video([[("dancing", 0.9)]], thumbnails=True)
+    new = seed_video([[("dancing", 0.9)]])
+    db.execute(
+        text("UPDATE videos SET created_at = now() - interval '10 days' WHERE id=:v"), {"v": old}
+    )
+    db.commit()
+    assert expire_videos(db, days=0) == 0
+    assert expire_videos(db, now=datetime.now(UTC), days=7) == 1
+    assert db.scalar(text("SELECT count(*) FROM videos WHERE id=:v"), {"v": old}) == 0
+    assert db.scalar(text("SELECT count(*) FROM videos WHERE id=:v"), {"v": new}) == 1
+    assert not (media_root / f"{old}.mp4").exists()
+    assert not (media_root / "thumbs" / str(old)).exists()
+    assert expire_videos(db, now=datetime.now(UTC) + timedelta(days=30), days=7) == 1

@@ -1,0 +1,47 @@
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+
+from tests.tsm.conftest import make_model
+from worker.tsm.fast import default_batch_size, fold_batchnorm, make_predictor, resolve_precision
+from worker.tsm.preprocess import normalize
+
+
+@pytest.mark.parametrize("arch", ["resnet18", "resnet50", "mobilenetv2"])
+def test_folded_matches_unfolded(arch: str) -> None:
+    model, _ = make_model(arch, segments=4)
+    x = torch.randn(2, 4, 3, 64, 64)
+
+    folded = fold_batchnorm(copy.deepcopy(model))
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in folded.modules())
+    with torch.no_grad():
+        assert (model(x) - folded(x)).abs().max().item() <= 1e-4
+
+
+def test_predictor_matches_eager_on_uint8_clips() -> None:
+    model, meta = make_model("resnet18", segments=4, input_size=64)
+    clips = torch.randint(0, 256, (3, 4, 64, 64, 3), dtype=torch.uint8)
+    predictor = make_predictor(model, meta, device="cpu", precision="fp32")
+    got = predictor(clips)
+    with torch.no_grad():
+        want = model(normalize(clips, meta))
+    assert got.dtype == torch.float32 and got.device.type == "cpu"
+    assert (got - want).abs().max().item() <= 1e-4
+    assert torch.equal(got.argmax(1), want.argmax(1))
+    assert any(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules())  # original untouched
+    with pytest.raises(ValueError, match="do not match model"):
+        predictor(torch.zeros(1, 3, 64, 64, 3, dtype=torch.uint8))
+
+
+def test_precision_and_batch_rules() -> None:
+    cpu = torch.device("cpu")
+    assert resolve_precision("auto", cpu) in ("fp32", "bf16")
+    assert resolve_precision("auto", torch.device("cuda")) == "fp16"
+    with pytest.raises(ValueError, match="fp16 is not supported on the CPU"):
+        resolve_precision("fp16", cpu)
+    with pytest.raises(ValueError, match="precision must be one of"):
+        resolve_precision("int8", cpu)
+    assert default_batch_size("cpu") == 4

@@ -1,0 +1,69 @@
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+
+import pytest
+
+from worker.video.batching import Batcher
+
+
+def test_clips_from_several_sources_share_batches() -> None:
+    with Batcher[int](3, producers=2, max_wait=5.0) as b:
+        b.submit("a", lambda: range(4))
+        b.submit("b", lambda: range(10, 15))
+        b.close()
+        batches = list(b)
+    sizes = [len(x.clips) for x in batches if x.clips]
+    assert sum(sizes) == 9 and max(sizes) == 3
+    assert sizes.count(3) >= 2  # full batches except at most the leftovers
+    got = {k: [c for bb in batches for kk, c in bb.clips if kk == k] for k in "ab"}
+    assert got == {"a": [0, 1, 2, 3], "b": [10, 11, 12, 13, 14]}  # order kept per source
+    finished = [(k, e) for bb in batches for k, e in bb.finished]
+    assert sorted(str(k) for k, _ in finished) == ["a", "b"] and all(e is None for _, e in finished)
+    # A source is reported finished no earlier than the batch holding its last clip.
+    for key in "ab":
+        last = max(i for i, bb in enumerate(batches) for k, _ in bb.clips if k == key)
+        done = next(i for i, bb in enumerate(batches) for k, _ in bb.finished if k == key)
+        assert done >= last
+
+
+def test_source_errors_are_reported_with_their_key() -> None:
+    def broken() -> list[int]:
+        raise ValueError("bad file")
+
+    with Batcher[int](2) as b:
+        b.submit("ok", lambda: [1])
+        b.submit("bad", broken)
+        b.close()
+        finished = dict(f for batch in b for f in batch.finished)
+    assert finished["ok"] is None
+    assert isinstance(finished["bad"], ValueError)
+
+
+def test_queue_is_bounded() -> None:
+    produced = 0
+
+    def endless() -> Iterator[int]:
+        nonlocal produced
+        while True:
+            produced += 1
+            yield produced
+
+    b = Batcher[int](2, queue_clips=4)
+    b.submit("x", endless)
+    it = iter(b)
+    next(it)
+    threading.Event().wait(0.3)
+    assert produced <= 2 + 4 + 1  # one batch taken, the queue full, one blocked in put
+    b.stop()
+
+
+def test_bad_batch_size_and_closed_batcher() -> None:
+    with pytest.raises(ValueError):
+        Batcher[int](0)
+    with Batcher[int](1) as b:
+        b.close()
+        with pytest.raises(RuntimeError):
+            b.submit("x", lambda: [])
+        assert list(b) == []

@@ -1,0 +1,206 @@
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tests import videos
+from worker.video.decode import DecodeStats, iter_clips, plan_geometry, scan_timeline
+from worker.video.errors import VideoError
+from worker.video.probe import probe_video
+from worker.video.sampling import frame_for_time, plan_windows
+
+
+def decoded_times(path: Path) -> list[float]:
+    """Every frame's start time, through the same timeline origin the pipeline uses."""
+    import av
+
+    origin = scan_timeline(path).origin
+    with av.open(str(path)) as c:
+        return [float((f.pts or 0) * (f.time_base or 1) - origin) for f in c.decode(video=0)]
+
+
+@pytest.mark.parametrize("kind", ["cfr", "vfr"])
+def test_sampled_timestamps_are_exact(kind: str, cfr_video: Path, vfr_video: Path) -> None:
+    path = cfr_video if kind == "cfr" else vfr_video
+    times = decoded_times(path)
+    expected_frames = [i / 25 for i in range(75)] if kind == "cfr" else videos.vfr_times(3.0)
+    assert times == expected_frames  # the factory wrote exactly these timestamps
+    tl = scan_timeline(path)
+    # The end is the last frame's start plus its duration as muxed (CFR: exactly 3 s).
+    assert times[-1] < tl.duration <= 3.0 + 1e-9
+    if kind == "cfr":
+        assert tl.duration == 3.0
+    windows = plan_windows(tl.duration, 1.0, 0.75, 4)
+    assert [w.start for w in windows] == [0.0, 0.75, 1.5, tl.duration - 1.0]
+    stats = DecodeStats()
+    clips = list(iter_clips(path, windows, (64, 64), tl.origin, stats))
+    assert [c.window.index for c in clips] == [0, 1, 2, 3]
+    for clip in clips:
+        want = tuple(times[frame_for_time(times, t)] for t in clip.window.times)
+        assert clip.frame_times == want
+        assert clip.end == clip.window.end
+        # Content follows time: the square sits where the pattern put it at that frame's time.
+        for frame, t in zip(clip.frames, clip.frame_times, strict=True):
+            ref = videos.upright_frame(96, 64, t, 3.0)[:, 16:80]
+            got_x, ref_x = videos.square_x_fraction(frame), videos.square_x_fraction(ref)
+            assert np.isnan(got_x) == np.isnan(ref_x)
+            if not np.isnan(ref_x):
+                assert abs(got_x - ref_x) < 0.05
+    # Only sampled frames go through swscale, each once even when windows share it.
+    assert stats.frames_converted <= sum(len(w.times) for w in windows)
+    assert stats.frames_converted < len(times) / 3
+
+
+def test_cfr_sample_indices_match_tsm_rule(cfr_video: Path) -> None:
+    tl = scan_timeline(cfr_video)
+    (w,) = plan_windows(tl.duration, 3.0, 3.0, 8)
+    (clip,) = iter_clips(cfr_video, [w], (64, 48), tl.origin)
+    tick = 75 / 8
+    assert [round(t * 25) for t in clip.frame_times] == [int(tick / 2 + tick * i) for i in range(8)]
+    assert clip.frames.shape == (8, 48, 48, 3)
+    assert clip.frames.dtype == np.uint8
+
+
+@pytest.mark.parametrize("rotation", [0, 90, 180, 270])
+def test_rotation_is_applied(vdir: Path, rotation: int) -> None:
+    path = videos.make_video(
+        vdir / f"rot{rotation}.mp4", width=64, height=64, duration=1.0, rotation=rotation
+    )
+    info = probe_video(path)
+    assert info.rotation == rotation
+    tl = scan_timeline(path)
+    windows = plan_windows(tl.duration, 0.5, 0.5, 2)
+    clips = list(iter_clips(path, windows, (64, 64), tl.origin))
+    first, last = clips[0].frames[0], clips[-1].frames[-1]
+
+    def blue(block: np.ndarray) -> bool:
+        r, g, b = block.reshape(-1, 3).mean(axis=0)
+        return bool(b > 150 and r < 90 and g < 90)
+
+    assert blue(first[1:6, 1:6])  # upright top-left marker
+    assert not any(blue(c) for c in (first[1:6, -6:-1], first[-6:-1, 1:6], first[-6:-1, -6:-1]))
+    # The square moves left to right in the upright picture.
+    assert videos.square_x_fraction(first) < 0.3 < 0.7 < videos.square_x_fraction(last)
+
+
+def test_portrait_probe_reports_displayed_size(vdir: Path) -> None:
+    path = videos.make_video(vdir / "portrait.mp4", width=48, height=80, rotation=270,
+                             duration=0.4)  # fmt: skip
+    info = probe_video(path)
+    assert (info.width, info.height, info.coded_width, info.coded_height) == (48, 80, 80, 48)
+    tl = scan_timeline(path)
+    (clip,) = iter_clips(path, plan_windows(tl.duration, 1, 1, 2), (56, 48), tl.origin)
+    assert clip.frames.shape == (2, 48, 48, 3)
+
+
+def test_probe_describes_the_video(cfr_video: Path) -> None:
+    info = probe_video(cfr_video)
+    assert (info.width, info.height, info.fps, info.codec, info.rotation) == (96, 64, 25, "h264", 0)
+    assert info.duration == pytest.approx(3.0)
+    assert info.frame_count == 75
+    assert not info.has_audio
+    assert "mp4" in info.container
+
+
+def test_first_video_stream_and_audio_ignored(vdir: Path) -> None:
+    path = videos.make_video(
+        vdir / "av.mkv", width=64, height=48, duration=1.0, audio=True, second_video=True
+    )
+    info = probe_video(path)
+    assert info.has_audio and info.container == "matroska,webm" and info.codec == "h264"
+    tl = scan_timeline(path)
+    clips = list(iter_clips(path, plan_windows(tl.duration, 0.5, 0.5, 2), (48, 48), tl.origin))
+    assert len(clips) == 2
+    # The first (h264, moving square) stream was decoded, not the flat grey second one.
+    assert videos.square_x_fraction(clips[1].frames[-1]) > 0.5
+
+
+@pytest.mark.parametrize(
+    ("codec", "suffix"), [("vp9", "webm"), ("mpeg4", "avi"), ("mjpeg", "mkv"), ("hevc", "mp4")]
+)
+def test_other_codecs_and_containers(vdir: Path, codec: str, suffix: str) -> None:
+    path = videos.make_video(vdir / f"c_{codec}.{suffix}", width=64, height=48, duration=0.8,
+                             codec=codec)  # fmt: skip
+    tl = scan_timeline(path)
+    assert tl.duration == pytest.approx(0.8, abs=0.05)
+    (clip,) = iter_clips(path, plan_windows(tl.duration, 1.0, 1.0, 4), (48, 48), tl.origin)
+    assert clip.frames.shape == (4, 48, 48, 3)
+
+
+def test_geometry_resizes_short_side_then_crops() -> None:
+    g = plan_geometry(1280, 720, 0, 256, 224)
+    assert (g.scaled_width, g.scaled_height, g.crop, g.rot_k) == (455, 256, 224, 0)
+    g = plan_geometry(720, 1280, 90, 256, 224)
+    assert (g.scaled_width, g.scaled_height, g.rot_k) == (256, 455, 1)
+    with pytest.raises(ValueError):
+        plan_geometry(100, 100, 0, 128, 224)
+
+
+def _mkdir(path: Path) -> Path:
+    path.mkdir()
+    return path
+
+
+BAD: list[tuple[str, Callable[[Path], Path], str]] = [
+    ("zero.mp4", videos.make_zero_byte, "empty"),
+    ("random.mp4", videos.make_random_bytes, "unreadable"),
+    ("audio.mp4", videos.make_audio_only, "no_video"),
+    ("picture.png", videos.make_image, "image"),
+    ("zeros.mp4", videos.make_zero_frames, "no_frames"),
+    ("huge.h264", videos.make_huge_header, "bad_dimensions"),
+    ("missing.mp4", lambda p: p, "not_found"),
+    ("dir.mp4", lambda p: _mkdir(p), "not_a_file"),
+    ("list.m3u8", lambda p: (p.write_text("#EXTM3U\nhttp://x/a.ts\n"), p)[1], "not_allowed"),
+    ("list.mp4", lambda p: (p.write_text("ffconcat version 1.0\nfile a.mp4\n"), p)[1],
+     "not_allowed"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("name", "make", "reason"), BAD, ids=[b[0] for b in BAD])
+def test_bad_input_gives_typed_error(
+    tmp_path: Path, name: str, make: Callable[[Path], Path], reason: str
+) -> None:
+    path = make(tmp_path / name)
+    with pytest.raises(VideoError) as err:
+        probe_video(path)
+    assert err.value.reason == reason
+    assert str(path) in str(err.value)
+    assert "\n" not in str(err.value)
+
+
+def test_urls_and_protocol_prefixes_are_never_opened(tmp_path: Path, cfr_video: Path) -> None:
+    with pytest.raises(VideoError) as err:
+        probe_video("http://127.0.0.1:9/x.mp4")
+    assert err.value.reason == "not_allowed"
+    # A local file whose name looks like an FFmpeg protocol is still just a local file.
+    odd = tmp_path / "concat:x.mp4"
+    odd.write_bytes(cfr_video.read_bytes())
+    assert probe_video(odd).frame_count == 75
+    with pytest.raises(VideoError) as err:
+        probe_video("concat:x.mp4|y.mp4")
+    assert err.value.reason == "not_found"
+
+
+def test_truncated_file_decodes_what_is_there(tmp_path: Path) -> None:
+    path = videos.make_truncated_mp4(tmp_path / "cut.mp4", width=64, height=48)
+    assert probe_video(path).duration == pytest.approx(4.0)
+    tl = scan_timeline(path)
+    assert 0.5 < tl.duration < 3.5
+    windows = plan_windows(4.0, 1.0, 1.0, 2)  # planned from the header's claim
+    stats = DecodeStats()
+    clips = list(iter_clips(path, windows, (48, 48), tl.origin, stats))
+    assert 0 < len(clips) < 4
+    assert stats.warnings and "skipped" in stats.warnings[-1]
+
+
+def test_stream_without_duration_frame_count_or_timestamps(vdir: Path) -> None:
+    path = videos.make_video(vdir / "raw.h264", width=64, height=48, duration=1.0, container="h264")
+    info = probe_video(path)
+    assert (info.duration, info.frame_count, info.container) == (None, None, "h264")
+    tl = scan_timeline(path)
+    assert tl.duration == pytest.approx(1.0)
+    clips = list(iter_clips(path, plan_windows(tl.duration, 0.5, 0.5, 2), (48, 48), tl.origin))
+    assert [c.frame_times for c in clips] == [(0.12, 0.36), (0.6, 0.84)]

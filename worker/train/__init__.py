@@ -1,0 +1,1 @@
+"""Training, evaluation and the synthetic benchmark for vcat models (``vcat train``/``eval``)."""

@@ -1,0 +1,1 @@
+"""Video pipeline: probe, streaming decode, clip sampling, batched inference, segments."""

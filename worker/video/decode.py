@@ -1,0 +1,250 @@
+"""Streaming decode with PyAV: sampled frames only, converted once, straight to model input size.
+
+Frames are decoded sequentially (FFmpeg threading on), never held beyond a one-frame lookahead;
+only the frames a clip window samples go through libswscale, in one pass from the decoder's
+pixel format to RGB at the resized size, then rotation and a centre crop on the small array.
+"""
+
+from __future__ import annotations
+
+import bisect
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import numpy as np
+
+from worker.video.errors import VideoError
+from worker.video.probe import open_video
+from worker.video.sampling import EPS, Window
+
+
+@dataclass(frozen=True)
+class Timeline:
+    """Where a stream's frames lie, from a demux-only pass (no decoding)."""
+
+    origin: Fraction  # pts of the first frame, in seconds: time 0 of every clip
+    duration: float  # from the first frame's start to the last frame's end
+    packets: int
+    read_error: str | None  # demuxing stopped early (a truncated or damaged file)
+
+
+@dataclass(frozen=True)
+class Geometry:
+    """How a coded frame becomes a ``crop`` x ``crop`` upright RGB image."""
+
+    scaled_width: int  # swscale output size, coded orientation
+    scaled_height: int
+    rot_k: int  # np.rot90 turns (counter-clockwise) applied after scaling
+    crop: int
+
+    def apply(self, frame: av.VideoFrame) -> np.ndarray:
+        rgb = frame.to_ndarray(
+            width=self.scaled_width,
+            height=self.scaled_height,
+            format="rgb24",
+            interpolation="BILINEAR",
+        )
+        y0 = (self.scaled_height - self.crop) // 2
+        x0 = (self.scaled_width - self.crop) // 2
+        out = rgb[y0 : y0 + self.crop, x0 : x0 + self.crop]
+        if self.rot_k:
+            out = np.rot90(out, self.rot_k)
+        return np.ascontiguousarray(out)
+
+
+def plan_geometry(
+    coded_width: int, coded_height: int, rotation: int, resize_short: int, crop: int
+) -> Geometry:
+    """Resize the short side to ``resize_short`` (aspect kept), centre-crop ``crop``."""
+    if crop > resize_short:
+        raise ValueError(f"crop {crop} is larger than resize_short {resize_short}")
+    short = min(coded_width, coded_height)
+    scaled_w = max(crop, round(coded_width * resize_short / short))
+    scaled_h = max(crop, round(coded_height * resize_short / short))
+    # Centre crop and a quarter turn commute for a square crop, so crop first (less to rotate).
+    return Geometry(scaled_w, scaled_h, (rotation // 90) % 4, crop)
+
+
+def scan_timeline(path: Path | str) -> Timeline:
+    """Exact start and end of the first video stream, from packet timestamps only."""
+    container, stream = open_video(path)
+    with container:
+        tb = stream.time_base or Fraction(1, 90000)
+        rate = stream.average_rate or stream.guessed_rate or Fraction(25)
+        first: int | None = None
+        end: int | None = None
+        count = 0
+        error = None
+        try:
+            for packet in container.demux(stream):
+                if packet.size == 0:
+                    continue  # the demuxer's end-of-stream marker
+                count += 1
+                dur = packet.duration or round(1 / (rate * tb))
+                # No timestamps (raw elementary streams): frames follow each other back to back,
+                # exactly as the decoder side numbers them (see iter_clips).
+                pts = packet.pts if packet.pts is not None else packet.dts
+                if pts is None:
+                    pts = end or 0
+                first = pts if first is None else min(first, pts)
+                end = pts + dur if end is None else max(end, pts + dur)
+        except av.FFmpegError as exc:
+            error = str(exc)
+        if first is None or end is None:
+            raise VideoError(path, "no_frames", "no video packets")
+        if stream.start_time is not None:
+            first = max(first, stream.start_time)
+        return Timeline(first * tb, float((end - first) * tb), count, error)
+
+
+@dataclass
+class ClipFrames:
+    """The T sampled frames of one window, ready for the model."""
+
+    window: Window
+    frames: np.ndarray  # (T, crop, crop, 3) uint8 RGB
+    frame_times: tuple[float, ...]  # start time of each sampled frame, seconds
+    end: float  # window end, clamped to the last decoded frame's end
+
+
+@dataclass
+class DecodeStats:
+    frames_decoded: int = 0
+    frames_converted: int = 0
+    decode_errors: int = 0
+    last_time: float = 0.0
+    warnings: list[str] = field(default_factory=list)
+
+
+def iter_clips(
+    path: Path | str,
+    windows: list[Window],
+    geometry_for: tuple[int, int],
+    origin: Fraction,
+    stats: DecodeStats | None = None,
+    threads: int = 0,
+) -> Iterator[ClipFrames]:
+    """Decode ``path`` once and yield each window's frames as soon as the window is complete.
+
+    ``geometry_for`` is ``(resize_short, crop)``. Each target time gets the frame on screen at
+    that moment (the last frame starting at or before it). Windows past the last decodable frame
+    are dropped; their absence is reported in ``stats.warnings``.
+    """
+    stats = stats if stats is not None else DecodeStats()
+    resize_short, crop = geometry_for
+    targets = sorted((t, w.index, i) for w in windows for i, t in enumerate(w.times))
+    target_times = [t for t, _, _ in targets]
+    by_index = {w.index: w for w in windows}
+    slots: dict[int, list[np.ndarray | None]] = {}
+    slot_times: dict[int, list[float]] = {}
+    next_target = 0
+    next_emit = 0  # windows are emitted in index order
+    order = [w.index for w in windows]
+
+    container, stream = open_video(path)
+    with container:
+        stream.thread_type = "AUTO"
+        stream.codec_context.thread_count = threads
+        tb = stream.time_base or Fraction(1, 90000)
+        rate = stream.average_rate or stream.guessed_rate or Fraction(25)
+        geometry: Geometry | None = None
+        prev: tuple[float, av.VideoFrame] | None = None
+        clock = Fraction(0)  # exact start of ``prev``
+
+        def assign(upto: float, frame_time: float, frame: av.VideoFrame) -> None:
+            """Give ``frame`` to every pending target before ``upto``."""
+            nonlocal next_target
+            stop = bisect.bisect_left(target_times, upto - EPS, lo=next_target)
+            if stop == next_target:
+                return
+            assert geometry is not None
+            rgb = geometry.apply(frame)
+            stats.frames_converted += 1
+            for _, w_index, i in targets[next_target:stop]:
+                slots.setdefault(w_index, [None] * len(by_index[w_index].times))[i] = rgb
+                slot_times.setdefault(w_index, [0.0] * len(by_index[w_index].times))[i] = frame_time
+            next_target = stop
+
+        def full(w_index: int) -> list[np.ndarray] | None:
+            got = slots.get(w_index)
+            if got is None or any(f is None for f in got):
+                return None
+            del slots[w_index]
+            return [f for f in got if f is not None]
+
+        def ready() -> Iterator[ClipFrames]:
+            nonlocal next_emit
+            while next_emit < len(order):
+                w = by_index[order[next_emit]]
+                got = full(w.index)
+                if got is None:
+                    return
+                yield ClipFrames(w, np.stack(got), tuple(slot_times.pop(w.index)), w.end)
+                next_emit += 1
+
+        for frame in _decode(container, stream, stats):
+            if frame.pts is not None:
+                exact = frame.pts * tb - origin
+            elif prev is None:
+                exact = Fraction(0)
+            else:  # no timestamps: the previous frame's end (same rule as scan_timeline)
+                exact = clock + (prev[1].duration * tb if prev[1].duration else 1 / rate)
+            t = float(exact)
+            if prev is not None and t <= prev[0]:
+                continue  # out-of-order or duplicate timestamp: keep the stream monotonic
+            if geometry is None:
+                geometry = plan_geometry(
+                    frame.width, frame.height, round(frame.rotation) % 360, resize_short, crop
+                )
+            stats.frames_decoded += 1
+            if prev is None:
+                assign(t, t, frame)  # targets before the first frame get the first frame
+            else:
+                assign(t, *prev)
+            prev, clock = (t, frame), exact
+            stats.last_time = t
+            yield from ready()
+            if next_target == len(targets):
+                return  # everything sampled: stop decoding early
+        if prev is None:
+            raise VideoError(path, "no_frames")
+        last_t, last_frame = prev
+        last_end = last_t + float((last_frame.duration or 0) * tb)
+        # Windows that start before the last frame take it for their remaining targets.
+        pending = [by_index[i] for i in order[next_emit:]]
+        live = [w for w in pending if w.start <= last_t + EPS]
+        if live:
+            assign(live[-1].times[-1] + 1.0, last_t, last_frame)
+        dropped = len(pending) - len(live)
+        for w in live:
+            got = full(w.index)
+            if got is None:
+                continue
+            times = tuple(slot_times.pop(w.index))
+            end = w.end if w.end <= last_end + 1e-6 else max(last_end, times[-1])
+            yield ClipFrames(w, np.stack(got), times, end)
+        if dropped:
+            stats.warnings.append(
+                f"decoding stopped at {last_t:.2f}s; {dropped} clip(s) after it were skipped"
+            )
+
+
+def _decode(
+    container: av.container.InputContainer, stream: av.VideoStream, stats: DecodeStats
+) -> Iterator[av.VideoFrame]:
+    """Decoded frames in presentation order; corrupt packets are counted and skipped."""
+    try:
+        for packet in container.demux(stream):
+            try:
+                frames = packet.decode()
+            except av.FFmpegError:
+                stats.decode_errors += 1
+                continue
+            yield from frames
+    except av.FFmpegError as exc:  # demuxer gave up (truncated file): keep what decoded
+        stats.warnings.append(f"read error after {stats.last_time:.2f}s: {exc}")
+    if stats.decode_errors:
+        stats.warnings.append(f"{stats.decode_errors} packet(s) failed to decode and were skipped")
