@@ -1,15 +1,21 @@
 """Clips/s of ResNet-50-TSM and MobileNetV2-TSM (8x224x224): eager fp32 vs the fast path.
 
-Random weights with randomised BN statistics; both paths run in the same process on the same
-uint8 clips, and top-1 agreement between them is reported. Usage::
+Random weights with randomised BN statistics. Eager fp32 (``model.eval()``, inference mode) and
+each predictor run in the same process on the same uint8 clips, interleaved, ``iters`` times;
+the median time per call gives clips/s, so the speedups come from one noisy run together. Rows:
+``fast`` is what ``make_predictor`` picks by default (its backend in brackets); ``--backends``
+adds forced backends (``torch``, ``onnxruntime``). Top-1 agreement with eager is measured on fresh
+random clips. Usage::
 
-    .venv/bin/python bench/bench_model.py [--quick] [--json FILE] [--device auto] [--batches 1 4 16]
+    .venv/bin/python bench/bench_model.py [--quick] [--json FILE] [--device auto]
+        [--batches 1 4 16] [--archs resnet50 mobilenetv2] [--backends torch onnxruntime]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -18,21 +24,15 @@ import torch
 from rich.console import Console
 from rich.table import Table
 
-from worker.tsm.fast import make_predictor
+from worker.tsm.fast import Predictor, make_predictor
 from worker.tsm.meta import ModelMeta
 from worker.tsm.preprocess import normalize
-from worker.tsm.recognizer import build_model
+from worker.tsm.recognizer import Recognizer, build_model
+
+Run = Callable[[torch.Tensor], torch.Tensor]
 
 
-def _rate(fn: Callable[[], object], clips: int, iters: int) -> float:
-    fn()  # warm-up (and JIT trace for the fast path)
-    start = time.perf_counter()
-    for _ in range(iters):
-        fn()
-    return clips * iters / (time.perf_counter() - start)
-
-
-def run(arch: str, batch: int, iters: int, device: str, precision: str) -> dict[str, object]:
+def _model(arch: str) -> tuple[Recognizer, ModelMeta]:
     torch.manual_seed(0)
     meta = ModelMeta("bench", arch, 8, [f"c{i}" for i in range(400)])
     model = build_model(meta).eval()
@@ -42,54 +42,104 @@ def run(arch: str, batch: int, iters: int, device: str, precision: str) -> dict[
                 assert m.running_mean is not None and m.running_var is not None
                 m.running_mean.uniform_(-0.1, 0.1)
                 m.running_var.uniform_(0.5, 1.5)
-    clips = torch.randint(0, 256, (batch, 8, 224, 224, 3), dtype=torch.uint8)
-    predictor = make_predictor(model, meta, device=device, precision=precision)
-    eager_model = model.to(predictor.device)
+    return model, meta
 
-    def eager() -> torch.Tensor:
+
+def _clips(batch: int) -> torch.Tensor:
+    return torch.randint(0, 256, (batch, 8, 224, 224, 3), dtype=torch.uint8)
+
+
+def _median_seconds(runs: dict[str, Run], clips: torch.Tensor, iters: int) -> dict[str, float]:
+    """Median seconds per call of each run, calls interleaved (after one warm-up call each)."""
+    for fn in runs.values():
+        fn(clips)  # warm-up: JIT trace / ORT arena allocation
+    times: dict[str, list[float]] = {name: [] for name in runs}
+    for _ in range(iters):
+        for name, fn in runs.items():
+            start = time.perf_counter()
+            fn(clips)
+            times[name].append(time.perf_counter() - start)
+    return {name: statistics.median(t) for name, t in times.items()}
+
+
+def run(
+    arch: str, batch: int, iters: int, agree_clips: int, device: str, precision: str,
+    backends: list[str],
+) -> list[dict[str, object]]:  # fmt: skip
+    model, meta = _model(arch)
+    predictors: dict[str, Predictor] = {"fast": make_predictor(model, meta, device, precision)}
+    for backend in backends:
+        if backend != predictors["fast"].backend:
+            predictors[backend] = make_predictor(model, meta, device, precision, backend=backend)
+    dev = predictors["fast"].device
+    eager_model = model.to(dev)
+
+    def eager(clips: torch.Tensor) -> torch.Tensor:
         with torch.inference_mode():
-            return eager_model(normalize(clips, meta, device=predictor.device)).float().cpu()
+            return eager_model(normalize(clips, meta, device=dev)).float().cpu()
 
-    eager_rate = _rate(eager, batch, iters)
-    fast_rate = _rate(lambda: predictor(clips), batch, iters)
-    # Agreement on fresh random clips (several batches' worth).
-    agree, total = 0, 0
-    for _ in range(max(1, 16 // batch)):
-        clips = torch.randint(0, 256, (batch, 8, 224, 224, 3), dtype=torch.uint8)
-        agree += int((eager().argmax(1) == predictor(clips).argmax(1)).sum())
+    runs: dict[str, Run] = {"eager": eager, **predictors}
+    seconds = _median_seconds(runs, _clips(batch), iters)
+    agree = dict.fromkeys(predictors, 0)
+    max_diff = dict.fromkeys(predictors, 0.0)
+    total = 0
+    while total < agree_clips:
+        clips = _clips(batch)
+        want = eager(clips)
+        for name, predictor in predictors.items():
+            got = predictor(clips)
+            agree[name] += int((want.argmax(1) == got.argmax(1)).sum())
+            max_diff[name] = max(max_diff[name], float((got - want).abs().max()))
         total += batch
-    return {
-        "arch": arch, "batch": batch, "device": str(predictor.device),
-        "precision": predictor.precision, "eager_fp32_clips_s": round(eager_rate, 3),
-        "fast_clips_s": round(fast_rate, 3), "speedup": round(fast_rate / eager_rate, 2),
-        "top1_agreement": round(agree / total, 4),
-    }  # fmt: skip
+    rows = []
+    for name, predictor in predictors.items():
+        rows.append({
+            "arch": arch, "batch": batch, "path": name, "backend": predictor.backend,
+            "device": str(predictor.device), "precision": predictor.precision,
+            "eager_fp32_clips_s": round(batch / seconds["eager"], 3),
+            "clips_s": round(batch / seconds[name], 3),
+            "speedup": round(seconds["eager"] / seconds[name], 2),
+            "top1_agreement": round(agree[name] / total, 4),
+            "max_abs_diff": float(f"{max_diff[name]:.2e}"),
+        })  # fmt: skip
+    return rows
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--quick", action="store_true", help="1 timed iteration instead of 3")
+    ap.add_argument(
+        "--quick", action="store_true", help="3 timed calls instead of 5; agreement on 4 clips"
+    )
     ap.add_argument("--json", type=Path, help="write results here")
     ap.add_argument("--device", default="auto")
     ap.add_argument("--precision", default="auto")
     ap.add_argument("--batches", type=int, nargs="+", default=[1, 4, 16])
     ap.add_argument("--archs", nargs="+", default=["resnet50", "mobilenetv2"])
-    args = ap.parse_args()
-    iters = 1 if args.quick else 3
-    console = Console()
-    table = Table(
-        title=f"TSM 8x224x224, torch {torch.__version__}, {torch.get_num_threads()} threads"
+    ap.add_argument(
+        "--backends", nargs="*", default=["torch"], help="forced backends to add beside the default"
     )
-    for col in ("arch", "batch", "device", "precision", "eager fp32 clips/s", "fast clips/s",
-                "speedup", "top-1 agree"):  # fmt: skip
+    ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    iters, agree_clips = (3, 4) if args.quick else (5, 16)
+    console = Console(width=max(Console().width, 150))  # the table has 11 columns
+    table = Table(
+        title=f"TSM 8x224x224, torch {torch.__version__}, {torch.get_num_threads()} threads, "
+        f"median of {iters} interleaved calls"
+    )
+    columns = ("arch", "batch", "path", "backend", "device", "precision", "eager fp32 clips/s",
+               "clips/s", "speedup", "top-1 agree", "max |diff|")  # fmt: skip
+    for col in columns:
         table.add_column(col)
     results = []
     for arch in args.archs:
         for batch in args.batches:
-            r = run(arch, batch, iters, args.device, args.precision)
-            results.append(r)
-            console.print(r)
-            table.add_row(*(str(v) for v in r.values()))
+            rows = run(arch, batch, iters, agree_clips, args.device, args.precision, args.backends)
+            for r in rows:
+                results.append(r)
+                console.print(json.dumps(r), soft_wrap=True)
+                table.add_row(*(str(v) for v in r.values()))
     console.print(table)
     if args.json:
         args.json.write_text(json.dumps(results, indent=2) + "\n")

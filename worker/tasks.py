@@ -25,8 +25,8 @@ from vcat import tasks
 from vcat.settings import get_settings
 from worker import jobs
 from worker.celery_app import app
-from worker.engine import IndexEngine, JobCancelled
 from worker.video.errors import VideoError
+from worker.video.pipeline import IndexEngine, JobCancelled
 
 log = logging.getLogger(__name__)
 HEARTBEAT_SECONDS = 2.0
@@ -58,6 +58,8 @@ def _load_engine(name: str) -> IndexEngine:
         model, meta = load_model(resolve_model(name))
     except StoreError as exc:
         raise ModelUnavailable(str(exc)) from None
+    except Exception as exc:  # a corrupt or incompatible model file fails its jobs, clearly
+        raise ModelUnavailable(f"model {name!r} could not be loaded: {exc}") from None
     device = resolve_device(settings.device)
     predictor = make_predictor(
         model, meta, device=str(device), precision=settings.precision, compile=settings.compile
@@ -101,6 +103,13 @@ def index_video(
     top_k: int = 5,
 ) -> dict[str, Any]:
     settings = get_settings()
+    # Load (or find warm) the model before claiming: a slow first load must not look like a
+    # silent, lost job to the reconciler.
+    engine: IndexEngine | ModelUnavailable
+    try:
+        engine = get_engine(model or settings.default_model)
+    except ModelUnavailable as exc:
+        engine = exc
     with _session() as session:
         claim = jobs.claim(session, video_id, settings.max_attempts, settings.job_stale_seconds)
     if claim is None:
@@ -109,7 +118,9 @@ def index_video(
         log.warning("video %s failed for good: %s", video_id, claim.error)
         return {"video": video_id, "outcome": "failed", "error": claim.error}
     try:
-        return _run(claim, model or settings.default_model, window, stride, top_k)
+        if isinstance(engine, ModelUnavailable):
+            raise engine
+        return _run(claim, engine, window, stride, top_k)
     except JobCancelled:
         _remove_thumbnails(claim.video_id)
         return {"video": video_id, "outcome": "cancelled"}
@@ -132,13 +143,12 @@ def _remove_thumbnails(video_id: uuid.UUID) -> None:
 
 
 def _run(
-    claim: jobs.Claim, model: str, window: float | None, stride: float | None, top_k: int
+    claim: jobs.Claim, engine: IndexEngine, window: float | None, stride: float | None, top_k: int
 ) -> dict[str, Any]:
     settings = get_settings()
     path = claim.media_path()
     if path is None or not Path(path).is_file():
         raise VideoError(str(path or claim.video_id), "not_found")
-    engine = get_engine(model)
     withdrawn = threading.Event()
     request = engine.submit(
         path, window=window, stride=stride, top_k=top_k,

@@ -6,7 +6,14 @@ import pytest
 import torch
 
 from tests.tsm.conftest import make_model
-from worker.tsm.fast import default_batch_size, fold_batchnorm, make_predictor, resolve_precision
+from worker.tsm.fast import (
+    default_batch_size,
+    fold_batchnorm,
+    make_predictor,
+    resolve_backend,
+    resolve_precision,
+)
+from worker.tsm.ort import ort_available
 from worker.tsm.preprocess import normalize
 
 
@@ -21,10 +28,15 @@ def test_folded_matches_unfolded(arch: str) -> None:
         assert (model(x) - folded(x)).abs().max().item() <= 1e-4
 
 
-def test_predictor_matches_eager_on_uint8_clips() -> None:
+needs_ort = pytest.mark.skipif(not ort_available(), reason="onnxruntime is not installed")
+
+
+@pytest.mark.parametrize("backend", ["torch", pytest.param("onnxruntime", marks=needs_ort)])
+def test_predictor_matches_eager_on_uint8_clips(backend: str) -> None:
     model, meta = make_model("resnet18", segments=4, input_size=64)
     clips = torch.randint(0, 256, (3, 4, 64, 64, 3), dtype=torch.uint8)
-    predictor = make_predictor(model, meta, device="cpu", precision="fp32")
+    predictor = make_predictor(model, meta, device="cpu", precision="fp32", backend=backend)
+    assert predictor.backend == backend
     got = predictor(clips)
     with torch.no_grad():
         want = model(normalize(clips, meta))
@@ -45,3 +57,34 @@ def test_precision_and_batch_rules() -> None:
     with pytest.raises(ValueError, match="precision must be one of"):
         resolve_precision("int8", cpu)
     assert default_batch_size("cpu") == 4
+
+
+@needs_ort
+@pytest.mark.parametrize("arch", ["resnet18", "mobilenetv2"])
+def test_onnxruntime_backend_matches_eager(arch: str) -> None:
+    model, meta = make_model(arch, segments=4, classes=10, seed=1, input_size=64)
+    predictor = make_predictor(model, meta, device="cpu", precision="fp32", backend="onnxruntime")
+    for batch in (1, 5):  # neither is the export example's batch: the batch axis is dynamic
+        clips = torch.randint(0, 256, (batch, 4, 64, 64, 3), dtype=torch.uint8)
+        got = predictor(clips)
+        with torch.inference_mode():
+            want = model(normalize(clips, meta))
+        assert got.shape == want.shape and got.dtype == torch.float32
+        assert (got - want).abs().max().item() <= 1e-3
+        assert torch.equal(got.argmax(1), want.argmax(1))
+
+
+def test_backend_rules() -> None:
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    default_cpu = "onnxruntime" if ort_available() else "torch"
+    assert resolve_backend("auto", cpu, "fp32", compile=False) == default_cpu
+    assert resolve_backend("auto", cpu, "bf16", compile=False) == "torch"
+    assert resolve_backend("auto", cpu, "fp32", compile=True) == "torch"
+    assert resolve_backend("auto", cuda, "fp16", compile=False) == "torch"
+    assert resolve_backend("torch", cpu, "fp32", compile=False) == "torch"
+    with pytest.raises(ValueError, match="fp32 on the CPU only"):
+        resolve_backend("onnxruntime", cpu, "bf16", compile=False)
+    with pytest.raises(ValueError, match="fp32 on the CPU only"):
+        resolve_backend("onnxruntime", cuda, "fp32", compile=False)
+    with pytest.raises(ValueError, match="backend must be one of"):
+        resolve_backend("tensorrt", cpu, "fp32", compile=False)

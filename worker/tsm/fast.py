@@ -6,11 +6,13 @@ What it does per device:
 
 - always: a private copy of the model, eval, ``torch.inference_mode``, batch norm folded into the
   preceding convolutions (exact up to float rounding), normalization done on the device;
-- channels_last everywhere;
+- torch backend: channels_last everywhere;
 - CUDA: autocast fp16 (``precision=auto``) or bf16, optional ``torch.compile``;
-- CPU: fp32 unless the CPU has native bf16 (AMX / AVX512-BF16), where ``auto`` picks bf16;
-  the folded graph is traced and frozen with TorchScript so oneDNN fuses conv+add+relu (measured
-  in ``bench/bench_model.py``); ``compile=True`` uses ``torch.compile`` instead.
+- CPU: fp32 unless the CPU has native bf16 (AMX / AVX512-BF16), where ``auto`` picks bf16.
+  fp32 runs on ONNX Runtime when it is installed (:mod:`worker.tsm.ort`; 1.3-3x eager for
+  ResNet-50 on the 2-core AVX2 box, against 0.6-1.3x for TorchScript); otherwise, and for bf16,
+  the folded graph is traced and frozen with TorchScript so oneDNN fuses conv+add+relu;
+  ``compile=True`` uses ``torch.compile`` instead. ``backend`` forces ``torch`` or ``onnxruntime``.
 """
 
 from __future__ import annotations
@@ -24,11 +26,13 @@ import torch
 from torch import Tensor, nn
 
 from worker.tsm.meta import ModelMeta
+from worker.tsm.ort import OrtRunner, ort_available
 from worker.tsm.preprocess import normalize
 from worker.tsm.recognizer import Recognizer
 from worker.tsm.shift import TemporalShift
 
 PRECISIONS = ("auto", "fp32", "fp16", "bf16")
+BACKENDS = ("auto", "torch", "onnxruntime")
 _DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
 
@@ -116,6 +120,22 @@ def resolve_precision(precision: str, device: torch.device) -> str:
     return "bf16" if cpu_has_native_bf16() else "fp32"
 
 
+def resolve_backend(backend: str, device: torch.device, precision: str, compile: bool) -> str:
+    """``auto`` -> ``onnxruntime`` for uncompiled fp32 on the CPU when installed, else torch."""
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
+    ort_ok = device.type == "cpu" and precision == "fp32" and not compile
+    if backend == "onnxruntime":
+        if not ort_ok:
+            raise ValueError("the onnxruntime backend runs fp32 on the CPU only, without compile")
+        if not ort_available():
+            raise ValueError("the onnxruntime backend needs onnx and onnxruntime (worker extra)")
+        return backend
+    if backend == "auto":
+        return "onnxruntime" if ort_ok and ort_available() else "torch"
+    return backend
+
+
 def default_batch_size(device: torch.device | str = "auto") -> int:
     """Clips per forward: 4 on the CPU (throughput flat beyond), by memory on CUDA."""
     dev = resolve_device(device) if isinstance(device, str) else device
@@ -130,7 +150,10 @@ def default_batch_size(device: torch.device | str = "auto") -> int:
 
 @dataclass
 class Predictor:
-    """Callable: uint8 clips ``(N, T, S, S, 3)`` -> float32 logits ``(N, K)`` on the CPU."""
+    """Callable: uint8 clips ``(N, T, S, S, 3)`` -> float32 logits ``(N, K)`` on the CPU.
+
+    ``model`` is the folded network; with ``ort`` set, ONNX Runtime runs it instead of PyTorch.
+    """
 
     model: nn.Module
     meta: ModelMeta
@@ -138,6 +161,7 @@ class Predictor:
     precision: str
     channels_last: bool
     jit: bool
+    ort: OrtRunner | None = None
     _traced: dict[tuple[int, ...], Callable[[Tensor], Tensor]] = field(default_factory=dict)
 
     def _runner(self, x: Tensor) -> Callable[[Tensor], Tensor]:
@@ -151,7 +175,13 @@ class Predictor:
             self._traced[key] = torch.jit.freeze(traced.eval())
         return self._traced[key]
 
+    @property
+    def backend(self) -> str:
+        return "torch" if self.ort is None else "onnxruntime"
+
     def __call__(self, clips: Tensor) -> Tensor:
+        if self.ort is not None:
+            return self.ort(clips)
         dtype = _DTYPES[self.precision]
         autocast = self.device.type == "cuda" and self.precision != "fp32"
         with torch.inference_mode():
@@ -170,14 +200,18 @@ class Predictor:
 
 def make_predictor(
     model: Recognizer, meta: ModelMeta, device: str = "auto", precision: str = "auto",
-    compile: bool = False,
+    compile: bool = False, backend: str = "auto",
 ) -> Predictor:  # fmt: skip
     """Build the fast path for ``model`` (left untouched: the predictor works on a copy)."""
     dev = resolve_device(device)
     prec = resolve_precision(precision, dev)
+    chosen = resolve_backend(backend, dev, prec, compile)
     fast = fold_batchnorm(copy.deepcopy(model).eval())
     for p in fast.parameters():
         p.requires_grad_(False)
+    if chosen == "onnxruntime":
+        runner_ort = OrtRunner(fast.float().cpu(), meta, threads=torch.get_num_threads())
+        return Predictor(fast, meta, dev, prec, channels_last=False, jit=False, ort=runner_ort)
     cuda = dev.type == "cuda"
     # channels_last helps cuDNN and oneDNN alike (about +7% on the 2-core AVX2 CPU).
     fast = fast.to(dev).to(memory_format=torch.channels_last)  # type: ignore[call-overload]

@@ -1,5 +1,10 @@
 """Index videos: decode sampled clips, run the model in batches, top-k labels and segments.
 
+``IndexEngine`` is the machinery: producer threads decode clips from every submitted video into
+one bounded queue and a single inference thread packs them into batches of B, whatever video they
+come from, so many short videos keep the device as busy as one long one. ``index_videos`` runs one
+for a list of files; a worker process keeps one per model for all its jobs.
+
 The model enters only as a ``predictor``: uint8 clips ``(N, T, H, W, 3)`` RGB at the model's
 input size in, averaged logits ``(N, K)`` out (``worker.tsm.fast.make_predictor`` builds one).
 Everything else comes from ``ModelMeta``, so tests can use a fake predictor.
@@ -7,7 +12,11 @@ Everything else comes from ``ModelMeta``, so tests can use a fake predictor.
 
 from __future__ import annotations
 
+import threading
+import time
+import uuid
 from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, as_completed
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -200,51 +209,30 @@ def index_videos(
     Yields one ``VideoIndex`` per readable file and one ``VideoError`` per bad file, in the order
     they finish. Exceptions other than VideoError (a broken model, a bug) propagate.
     """
-    window = meta.window_seconds if window is None else window
-    stride = meta.stride_seconds if stride is None else stride
-    if not window > 0 or not stride > 0:
-        raise ValueError(f"window and stride must be > 0, got {window} and {stride}")
-    if top_k < 1:
-        raise ValueError(f"top_k must be >= 1, got {top_k}")
-    top_k = min(top_k, meta.num_classes)
-    jobs: dict[str, _Job] = {}
-    with Batcher[_Clip](batch_size, producers=producers) as batcher:
-        for p in paths:
-            key = str(p)
-            if key in jobs:
-                continue  # the same file twice gives the same result: index it once
-            job = jobs[key] = _Job(key)
-            batcher.submit(key, partial(_clip_source, job, meta, window, stride, thumbnails))
-        batcher.close()
-        for batch in batcher:
-            if batch.clips:
-                x = torch.from_numpy(np.stack([c.frames.frames for _, c in batch.clips]))
-                with torch.inference_mode():
-                    logits = predictor(x).detach().to("cpu", torch.float32).numpy()
-                if logits.shape != (len(batch.clips), meta.num_classes):
-                    raise RuntimeError(
-                        f"predictor returned {logits.shape}, expected "
-                        f"({len(batch.clips)}, {meta.num_classes})"
-                    )
-                for (source, clip), row in zip(batch.clips, logits, strict=True):
-                    job = jobs[str(source)]
-                    f = clip.frames
-                    job.clips.append((f.window.start, f.end, f.frame_times))
-                    job.thumbs.append(clip.thumbnail)
-                    job.logits.append(row[None])
-                    if on_progress is not None and job.timeline is not None:
-                        on_progress(Progress(job.path, clip.frames.end, job.timeline.duration, 1))
-            for source, error in batch.finished:
-                job = jobs.pop(str(source))
-                if error is None:
-                    try:
-                        yield _finish(job, meta, window, stride, top_k, threshold)
-                    except VideoError as exc:
-                        yield exc
-                elif isinstance(error, VideoError):
-                    yield error
-                else:
-                    raise error
+    engine = IndexEngine(predictor, meta, batch_size=batch_size, producers=producers, max_wait=0.5)
+    try:
+        requests = [
+            engine.submit(
+                p,
+                window=window,
+                stride=stride,
+                top_k=top_k,
+                threshold=threshold,
+                thumbnails=thumbnails,
+                on_progress=on_progress,
+            )
+            for p in dict.fromkeys(str(p) for p in paths)  # the same file twice: index it once
+        ]
+        for future in as_completed(r.future for r in requests):
+            error = future.exception()
+            if error is None:
+                yield future.result()
+            elif isinstance(error, VideoError):
+                yield error
+            else:
+                raise error
+    finally:
+        engine.close()
 
 
 def index_video(
@@ -276,3 +264,173 @@ def index_video(
     if isinstance(result, VideoError):
         raise result
     return result
+
+
+class JobCancelled(Exception):
+    """The caller withdrew the video (it was deleted) while it was being indexed."""
+
+
+@dataclass(eq=False)  # identity semantics: requests go in sets
+class IndexRequest:
+    """A video in flight: its result future and how far the model has got through it."""
+
+    path: str
+    window: float
+    stride: float
+    top_k: int
+    threshold: float
+    job: _Job
+    on_progress: Callable[[Progress], None] | None = None
+    future: Future[VideoIndex] = field(default_factory=Future)
+
+    @property
+    def seconds_done(self) -> float:
+        return self.job.clips[-1][1] if self.job.clips else 0.0
+
+    @property
+    def duration(self) -> float | None:
+        return self.job.timeline.duration if self.job.timeline is not None else None
+
+
+class IndexEngine:
+    """Shared batching over a predictor. Thread-safe ``submit``; ``close`` stops the threads."""
+
+    def __init__(
+        self,
+        predictor: Predictor,
+        meta: ModelMeta,
+        *,
+        batch_size: int,
+        producers: int = 2,
+        max_wait: float = 0.05,
+    ) -> None:
+        self.predictor = predictor
+        self.meta = meta
+        self.batch_size = batch_size
+        self._batcher = Batcher[_Clip](batch_size, producers=producers, max_wait=max_wait)
+        self._requests: dict[str, IndexRequest] = {}
+        self._lock = threading.Lock()
+        self.started = time.monotonic()
+        self.busy_seconds = 0.0  # time spent inside the predictor: 1 - busy/elapsed is idle
+        self.batches = 0
+        self.clips = 0
+        self._thread = threading.Thread(target=self._run, name="vcat-infer", daemon=True)
+        self._thread.start()
+
+    def submit(
+        self,
+        path: Path | str,
+        *,
+        window: float | None = None,
+        stride: float | None = None,
+        top_k: int = 5,
+        threshold: float = 0.5,
+        thumbnails: bool = False,
+        cancelled: Callable[[], bool] | None = None,
+        on_progress: Callable[[Progress], None] | None = None,
+    ) -> IndexRequest:
+        """Queue a video; ``on_progress`` runs on the inference thread after each of its clips."""
+        meta = self.meta
+        window = meta.window_seconds if window is None else window
+        stride = meta.stride_seconds if stride is None else stride
+        if not window > 0 or not stride > 0:
+            raise ValueError(f"window and stride must be > 0, got {window} and {stride}")
+        if top_k < 1:
+            raise ValueError(f"top_k must be >= 1, got {top_k}")
+        request = IndexRequest(
+            str(path), window, stride, min(top_k, meta.num_classes), threshold, _Job(str(path)),
+            on_progress,
+        )  # fmt: skip
+        key = uuid.uuid4().hex
+        with self._lock:
+            self._requests[key] = request
+        source = partial(_clip_source, request.job, meta, window, stride, thumbnails)
+
+        def stop_early() -> bool:  # withdrawn by the caller, or already failed in a batch
+            return request.future.done() or (cancelled is not None and cancelled())
+
+        self._batcher.submit(key, partial(_cancellable, source, stop_early))
+        return request
+
+    def index(self, path: Path | str, **options: object) -> VideoIndex:
+        """Submit and wait (for callers that index one video at a time)."""
+        return self.submit(path, **options).future.result()  # type: ignore[arg-type]
+
+    def idle_fraction(self) -> float:
+        elapsed = time.monotonic() - self.started
+        return 1.0 - self.busy_seconds / elapsed if elapsed > 0 else 1.0
+
+    def close(self) -> None:
+        self._batcher.stop()
+        self._thread.join(timeout=30)
+
+    def _run(self) -> None:
+        for batch in self._batcher:
+            if batch.clips:
+                try:
+                    self._infer(batch.clips)
+                except Exception as exc:  # fail this batch's videos; the thread serves on
+                    self._fail([key for key, _ in batch.clips], exc)
+            for key, error in batch.finished:
+                self._complete(str(key), error)
+
+    def _fail(self, keys: list[object], error: BaseException) -> None:
+        with self._lock:
+            failed = {self._requests[str(k)] for k in keys if str(k) in self._requests}
+        for request in failed:
+            if not request.future.done():
+                request.future.set_exception(error)
+
+    def _complete(self, key: str, error: BaseException | None) -> None:
+        with self._lock:
+            request = self._requests.pop(key, None)
+        if request is None or request.future.done():
+            return
+        if error is not None:
+            request.future.set_exception(error)
+            return
+        try:
+            result = _finish(
+                request.job, self.meta, request.window, request.stride,
+                request.top_k, request.threshold,
+            )  # fmt: skip
+        except Exception as exc:
+            request.future.set_exception(exc)
+        else:
+            request.future.set_result(result)
+
+    def _infer(self, clips: list[tuple[object, _Clip]]) -> None:
+        x = torch.from_numpy(np.stack([c.frames.frames for _, c in clips]))
+        began = time.monotonic()
+        try:
+            with torch.inference_mode():
+                logits = self.predictor(x).detach().to("cpu", torch.float32).numpy()
+        finally:
+            self.busy_seconds += time.monotonic() - began
+        if logits.shape != (len(clips), self.meta.num_classes):
+            raise RuntimeError(
+                f"predictor returned {logits.shape}, expected "
+                f"({len(clips)}, {self.meta.num_classes})"
+            )
+        self.batches += 1
+        self.clips += len(clips)
+        with self._lock:
+            requests = [self._requests.get(str(k)) for k, _ in clips]
+        for owner, (_, clip), row in zip(requests, clips, logits, strict=True):
+            if owner is None or owner.future.done():
+                continue
+            job, frames = owner.job, clip.frames
+            job.clips.append((frames.window.start, frames.end, frames.frame_times))
+            job.thumbs.append(clip.thumbnail)
+            job.logits.append(row[None])
+            if owner.on_progress is not None and job.timeline is not None:
+                owner.on_progress(Progress(job.path, frames.end, job.timeline.duration, 1))
+
+
+def _cancellable(
+    source: Callable[[], Iterator[_Clip]], cancelled: Callable[[], bool]
+) -> Iterator[_Clip]:
+    for clip in source():
+        if cancelled():
+            raise JobCancelled("the video was withdrawn while indexing")
+        yield clip
