@@ -5,9 +5,11 @@ the broker, and expires videos past their retention.
 
 from __future__ import annotations
 
+import json
 import logging
 import socket
 import threading
+import time
 
 import redis
 
@@ -20,6 +22,7 @@ from worker import jobs
 
 log = logging.getLogger(__name__)
 LOCK_KEY = "vcat:reconcile:lock"
+STATS_KEY = "vcat:workerstats:{name}"  # this process's engines: busy seconds, batches, clips
 
 
 def reconcile_once() -> dict[str, int]:
@@ -43,6 +46,19 @@ def reconcile_once() -> dict[str, int]:
     return {"lost": len(lost), "orphaned": len(orphans), "expired": expired}
 
 
+def engine_stats() -> dict[str, float]:
+    """Totals over this process's engines; a benchmark turns deltas into an idle fraction."""
+    from worker.tasks import engines
+
+    loaded = engines()
+    return {
+        "at": time.time(),
+        "busy_seconds": sum(e.busy_seconds for e in loaded),
+        "batches": sum(e.batches for e in loaded),
+        "clips": sum(e.clips for e in loaded),
+    }
+
+
 class Housekeeper(threading.Thread):
     def __init__(self, queues: list[str], name: str | None = None) -> None:
         super().__init__(name="vcat-housekeeper", daemon=True)
@@ -59,6 +75,11 @@ class Housekeeper(threading.Thread):
                 for q in self.queues:
                     key = tasks.WORKER_KEY.format(queue=q, name=self.worker_name)
                     client.set(key, "1", ex=int(3 * period) + 1)
+                client.set(
+                    STATS_KEY.format(name=self.worker_name),
+                    json.dumps(engine_stats()),
+                    ex=int(3 * period) + 1,
+                )
                 if client.set(LOCK_KEY, self.worker_name, nx=True, ex=max(1, int(period) - 1)):
                     reconcile_once()
                 client.close()

@@ -48,6 +48,11 @@ def get_engine(name: str) -> IndexEngine:
         return engine
 
 
+def engines() -> list[IndexEngine]:
+    with _engines_lock:
+        return list(_engines.values())
+
+
 def _load_engine(name: str) -> IndexEngine:
     from worker.models import resolve_model
     from worker.tsm.fast import default_batch_size, make_predictor, resolve_device
