@@ -82,37 +82,52 @@ _MARGIN = 24
 
 
 def _texture(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
-    """A smooth random texture: a few sinusoidal gratings plus low-frequency colour blobs."""
+    """A smooth, low-contrast random texture: a few gratings plus fine 4 px colour speckle.
+
+    The texture is deliberately finer and fainter than the object (which is 28-44 px wide and
+    strongly coloured against it): at the small inputs a CPU-trained model sees (64 px), coarse
+    high-contrast blobs would be as large as the object and drown the motion cue.
+    """
     yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
-    base = rng.uniform(40, 200, size=3).astype(np.float32)
+    base = rng.uniform(60, 190, size=3).astype(np.float32)
     img = np.broadcast_to(base, (h, w, 3)).copy()
     for _ in range(int(rng.integers(1, 4))):
-        freq = rng.uniform(0.03, 0.25)
+        freq = rng.uniform(0.05, 0.3)
         theta = rng.uniform(0, math.pi)
         phase = rng.uniform(0, 2 * math.pi)
-        amp = rng.uniform(5, 35)
+        amp = rng.uniform(3, 15)
         wave = np.sin(freq * (xx * math.cos(theta) + yy * math.sin(theta)) + phase)
         img += amp * wave[..., None] * rng.uniform(-1, 1, size=3).astype(np.float32)
-    coarse = rng.normal(0, 20, size=(h // 16 + 2, w // 16 + 2, 3)).astype(np.float32)
-    img += np.repeat(np.repeat(coarse, 16, axis=0), 16, axis=1)[:h, :w]
+    fine = rng.normal(0, 6, size=(h // 4 + 2, w // 4 + 2, 3)).astype(np.float32)
+    img += np.repeat(np.repeat(fine, 4, axis=0), 4, axis=1)[:h, :w]
     return img
+
+
+def _contrasting(rng: np.random.Generator, background: np.ndarray) -> np.ndarray:
+    """A random colour at least 90 (mean absolute, per channel) away from the background's mean."""
+    mean = background.reshape(-1, 3).mean(0)
+    for _ in range(20):
+        colour = rng.uniform(0, 255, size=3).astype(np.float32)
+        if np.abs(colour - mean).mean() >= 90:
+            return colour
+    return np.where(mean > 127, 0.0, 255.0).astype(np.float32)
 
 
 def _random_scene(rng: np.random.Generator) -> Scene:
     w, h = SIZE
     background = _texture(rng, h + 2 * _MARGIN, w + 2 * _MARGIN)
-    speed = rng.uniform(0, 0.6)
+    speed = rng.uniform(0, 0.4)
     angle = rng.uniform(0, 2 * math.pi)
-    colour = rng.uniform(0, 255, size=3).astype(np.float32)
+    colour = _contrasting(rng, background)
     accent = (255 - colour + rng.uniform(-40, 40, size=3)).clip(0, 255).astype(np.float32)
     distractor = None
-    if rng.random() < 0.5:
+    if rng.random() < 0.2:  # a small static second object, now and then
         distractor = (
             str(rng.choice(SHAPES)),
             rng.uniform(0, 255, size=3).astype(np.float32),
             float(rng.uniform(0.1, 0.9) * w),
             float(rng.uniform(0.1, 0.9) * h),
-            float(rng.uniform(5, 10)),
+            float(rng.uniform(4, 7)),
         )
     return Scene(
         background=background,
@@ -120,9 +135,9 @@ def _random_scene(rng: np.random.Generator) -> Scene:
         shape=str(rng.choice(SHAPES)),
         colour=colour,
         accent=accent,
-        size=float(rng.uniform(11, 20)),
-        noise=float(rng.uniform(0, 8)),
-        jitter=float(rng.uniform(0, 1.5)),
+        size=float(rng.uniform(14, 22)),
+        noise=float(rng.uniform(0, 4)),
+        jitter=float(rng.uniform(0, 0.8)),
         distractor=distractor,
     )
 
@@ -160,8 +175,9 @@ def _motion(action: str, rng: np.random.Generator) -> Callable[[float], Pose]:
     w, h = SIZE
     x0, y0 = rng.uniform(0.3, 0.7) * w, rng.uniform(0.3, 0.7) * h
     a0 = rng.uniform(0, 2 * math.pi)
-    travel = rng.uniform(0.4, 0.65)
-    lo, hi = 0.5 - travel / 2 + rng.uniform(-0.1, 0.1), 0.5 + travel / 2 + rng.uniform(-0.1, 0.1)
+    # Travel at least 45% of the frame, centre moved as a whole (ends stay apart).
+    travel, shift = rng.uniform(0.45, 0.65), rng.uniform(-0.08, 0.08)
+    lo, hi = 0.5 - travel / 2 + shift, 0.5 + travel / 2 + shift
     turn = rng.uniform(0.6, 1.6) * math.pi
     grow = rng.uniform(1.8, 2.6)
     wobble = rng.uniform(0, 1.0)

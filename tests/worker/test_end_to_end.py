@@ -322,3 +322,46 @@ def test_twenty_concurrent_uploads_each_indexed_once(
         rows = _clip_rows(stack, vid)
         assert [r[0] for r in rows] == list(range(len(rows)))
         assert rows[-1][2] == pytest.approx(duration, abs=0.1), path
+
+
+def _iou(a: tuple[float, float], b: tuple[float, float]) -> float:
+    inter = max(0.0, min(a[1], b[1]) - max(a[0], b[0]))
+    union = max(a[1], b[1]) - min(a[0], b[0])
+    return inter / union if union > 0 else 0.0
+
+
+@pytest.mark.slow
+def test_timeline_search_finds_ground_truth_with_bundled_model(
+    stack: Stack, tmp_path: Path
+) -> None:
+    """The README's loop: the synthetic timeline through API + queue + worker with the bundled
+    demo model; /search returns segments overlapping the true spans."""
+    from worker.models import resolve_model
+    from worker.synth import generate_timeline
+
+    resolve_model("demo")  # the bundled model must exist
+    video_path = tmp_path / "timeline.mp4"
+    truth = generate_timeline(video_path, seed=7)
+    proc = stack.start_worker(VCAT_DEFAULT_MODEL="demo")
+    try:
+        video = stack.upload(video_path)
+        done = stack.wait_status(video["id"], {"done", "failed"}, timeout=300)
+        assert done["status"] == "done", done
+        segs = httpx.get(f"{stack.url}/videos/{video['id']}/clips", params={"limit": 1000}).json()
+        clips = segs["items"]
+        assert clips[0]["start"] == 0.0
+        assert clips[-1]["end"] == pytest.approx(float(done["duration"]), abs=0.1)
+        found = 0
+        for t in truth:
+            r = httpx.get(
+                f"{stack.url}/search",
+                params={"action": t["action"], "video": video["id"], "limit": 100},
+                timeout=10,
+            ).json()
+            span = (float(t["start"]), float(t["end"]))
+            best = max((_iou(span, (s["start"], s["end"])) for s in r["items"]), default=0.0)
+            found += best >= 0.5
+        assert found >= 0.8 * len(truth), f"{found}/{len(truth)} true segments found by /search"
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
