@@ -15,7 +15,6 @@ import argparse
 import asyncio
 import os
 import random
-import socket
 import statistics
 import subprocess
 import sys
@@ -34,6 +33,7 @@ sys.path.insert(0, str(REPO))
 
 from service.db import normalize_database_url  # noqa: E402
 from service.index_writer import ensure_model, rebuild_segments  # noqa: E402
+from tests.support import free_port  # noqa: E402
 from vcat import migrate  # noqa: E402
 
 LABELS_FILE = REPO.parent / "shared" / "labels" / "kinetics400.txt"
@@ -55,12 +55,6 @@ SEED_SQL = [
                    ELSE (0.3 * random()) / r END
        FROM clips c, generate_series(0, 4) AS r""",
 ]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def seed(url: str, videos: int, clips: int, labels: list[str]) -> None:

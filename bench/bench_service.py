@@ -16,7 +16,6 @@ import argparse
 import concurrent.futures as cf
 import json
 import os
-import socket
 import subprocess
 import sys
 import tempfile
@@ -30,16 +29,11 @@ import redis
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from tests.support import free_port  # noqa: E402
 from tests.videos import make_video  # noqa: E402
 from vcat import migrate  # noqa: E402
 from vcat.embedded import EmbeddedPostgres, EmbeddedRedis  # noqa: E402
 from worker.reconcile import STATS_KEY  # noqa: E402
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class Service:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -17,6 +16,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy import create_engine, inspect, text
 from typer.testing import CliRunner
 
+from tests.support import free_port
 from vcat import __version__, migrate
 from vcat.cli import app as cli_app
 
@@ -95,12 +95,6 @@ def test_redis_fixture_is_clean(redis_client: redis.Redis) -> None:
     assert redis_client.get("k") == b"v"
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def _children_of(pid: int) -> list[int]:
     out = subprocess.run(["ps", "-eo", "pid,ppid"], capture_output=True, text=True).stdout
     rows = [line.split() for line in out.splitlines()[1:]]
@@ -118,7 +112,7 @@ def test_vcat_up_embedded_ready_then_clean_stop(tmp_path: Path) -> None:
     start reuses the stored data."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("VCAT_")}
     data = tmp_path / "var"
-    env.update(VCAT_DATA_DIR=str(data), VCAT_PORT=str(_free_port()), PYTHONUNBUFFERED="1")
+    env.update(VCAT_DATA_DIR=str(data), VCAT_PORT=str(free_port()), PYTHONUNBUFFERED="1")
     url = f"http://127.0.0.1:{env['VCAT_PORT']}"
     for attempt in range(2):
         proc = subprocess.Popen(

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import threading
@@ -14,23 +13,12 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.support import free_port, rss
+
 pytestmark = [pytest.mark.db, pytest.mark.broker, pytest.mark.slow]
 
 REPO = Path(__file__).resolve().parents[2]
 MB = 1024 * 1024
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _rss(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) * 1024
-    raise AssertionError("no VmRSS")
 
 
 def multipart_body(boundary: str, total: int, chunk: int = MB) -> Iterator[bytes]:
@@ -48,7 +36,7 @@ def multipart_body(boundary: str, total: int, chunk: int = MB) -> Iterator[bytes
 
 
 def test_200mb_upload_keeps_rss_flat(vcat_env: dict[str, str], tmp_path: Path) -> None:
-    port = _free_port()
+    port = free_port()
     env = {**os.environ, **vcat_env, "VCAT_MAX_UPLOAD_BYTES": str(1024 * MB)}
     proc = subprocess.Popen(
         [
@@ -78,14 +66,14 @@ def test_200mb_upload_keeps_rss_flat(vcat_env: dict[str, str], tmp_path: Path) -
             except httpx.HTTPError:
                 time.sleep(0.2)
         httpx.get(f"{url}/videos", timeout=10)  # warm: imports, DB pool
-        baseline = _rss(proc.pid)
+        baseline = rss(proc.pid)
         peak = baseline
         done = threading.Event()
 
         def sample() -> None:
             nonlocal peak
             while not done.is_set():
-                peak = max(peak, _rss(proc.pid))
+                peak = max(peak, rss(proc.pid))
                 time.sleep(0.05)
 
         sampler = threading.Thread(target=sample)

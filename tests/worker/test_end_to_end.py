@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -23,6 +22,7 @@ import yaml
 from sqlalchemy import create_engine, text
 
 from tests import videos
+from tests.support import free_port
 from vcat import migrate
 from vcat.embedded import EmbeddedPostgres, EmbeddedRedis
 from worker.tsm.meta import ModelMeta
@@ -41,12 +41,6 @@ def compose_command(service: str) -> list[str]:
     return [str(c) for c in command]
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 class Stack:
     """Postgres + Redis owned by the test, the API, and worker processes started on demand."""
 
@@ -54,7 +48,7 @@ class Stack:
         self.root = root
         self.postgres = EmbeddedPostgres(root / "postgres")
         self.redis = EmbeddedRedis(root / "redis")
-        self.port = _free_port()
+        self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.api: subprocess.Popen[bytes] | None = None
         self.workers: list[subprocess.Popen[bytes]] = []
