@@ -314,7 +314,7 @@ def generate_timeline(
     seed: int,
     *,
     seconds: float = 60.0,
-    segment_seconds: tuple[float, float] = (4.0, 6.0),
+    segment_seconds: tuple[float, float] = (3.75, 4.5),
 ) -> list[dict[str, float | str]]:
     """One long video of consecutive actions, each in its own scene, with ground truth.
 
@@ -337,7 +337,11 @@ def generate_timeline(
 
     def frames() -> Iterator[np.ndarray]:
         for action, a, b in spans:
-            fill = (0.05, 0.95) if "appearing" not in action else (0.3, 0.7)
+            # Each action is performed at the pace of a training clip: the motion takes one clip
+            # length (a fade 0.8 s) in the middle of its span; the object rests before and after.
+            # Spans of >= 3.75 s hold at least one whole 2.5 s window at a 1.25 s stride.
+            half = (0.4 if "appearing" in action else CLIP_SECONDS / 2) * FPS / (b - a)
+            fill = (max(0.5 - half, 0.0), min(0.5 + half, 1.0))
             seg_rng = np.random.default_rng([seed, a])
             yield from render_action(action, b - a, seg_rng, fill=fill)
 
