@@ -9,6 +9,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy.exc import DataError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 PROBLEM_JSON = "application/problem+json"
@@ -76,6 +77,13 @@ def install_problem_handlers(app: FastAPI) -> None:
         return problem_response(
             422, f"{where}: {first['msg']}" if where else str(first["msg"]), errors=errors
         )
+
+    @app.exception_handler(DataError)
+    async def _data(_: Request, exc: DataError) -> JSONResponse:
+        # Input Postgres cannot hold (a NUL character, an out-of-range number) is the client's
+        # error; nothing was written (the session rolls back).
+        reason = str(exc.orig).splitlines()[0] if exc.orig is not None else "invalid value"
+        return problem_response(422, f"the request holds a value that cannot be stored: {reason}")
 
     @app.exception_handler(Exception)
     async def _unexpected(_: Request, exc: Exception) -> JSONResponse:

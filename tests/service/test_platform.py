@@ -80,3 +80,13 @@ def test_retention_expires_old_videos(db: Session, seed_video: SeedVideo, media_
     assert not (media_root / f"{old}.mp4").exists()
     assert not (media_root / "thumbs" / str(old)).exists()
     assert expire_videos(db, now=datetime.now(UTC) + timedelta(days=30), days=7) == 1
+
+
+def test_nul_character_is_a_client_error(vcat_env: dict[str, str]) -> None:
+    """Found by schemathesis: Postgres text cannot hold NUL; that is a 422, never a 500."""
+    from service.app import create_app
+
+    response = TestClient(create_app()).get("/search", params={"action": "\x00"})
+    assert response.status_code == 422, response.text
+    assert response.headers["content-type"].startswith("application/problem+json")
+    assert "NUL" in response.json()["detail"]

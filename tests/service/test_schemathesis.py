@@ -36,7 +36,7 @@ def _clean(db: Any) -> None:
 
 
 @schema.parametrize()
-@settings(max_examples=10, deadline=None, suppress_health_check=list(HealthCheck))
+@settings(max_examples=10, deadline=None, derandomize=True, suppress_health_check=list(HealthCheck))
 def test_no_server_errors(case: schemathesis.Case) -> None:
     response = case.call()
     assert response.status_code < 500, (case.method, case.path, response.text[:500])
