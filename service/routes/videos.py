@@ -22,7 +22,7 @@ from service.auth import Principal, require_admin, require_read
 from service.db import get_session
 from service.ingest import UploadError, receive_multipart
 from service.models import Clip, IdempotencyKey, Model, Video
-from service.problems import Problem
+from service.problems import Problem, validation_detail
 from service.schemas import (
     ClipOut,
     ClipPage,
@@ -256,9 +256,7 @@ def _parse_options(fields: dict[str, str]) -> IndexOptions:
     try:
         return IndexOptions.model_validate({k: v for k, v in fields.items() if v != ""})
     except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(p) for p in first["loc"])
-        raise Problem(422, f"{where}: {first['msg']}") from None
+        raise Problem(422, validation_detail(exc.errors())) from None
 
 
 @router.post(
@@ -328,9 +326,7 @@ async def create_video(
         try:
             ingest = UrlIngest.model_validate_json(bytes(body))
         except ValidationError as exc:
-            first = exc.errors()[0]
-            where = ".".join(str(p) for p in first["loc"])
-            raise Problem(422, f"{where}: {first['msg']}" if where else first["msg"]) from None
+            raise Problem(422, validation_detail(exc.errors())) from None
         if not settings.url_ingest_enabled:
             raise Problem(403, "URL ingest is switched off on this server")
         options = IndexOptions.model_validate(ingest.model_dump(exclude={"url"}))
