@@ -12,19 +12,15 @@ from __future__ import annotations
 import argparse
 import os
 import socket
-import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
-
-import httpx
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from tests.support import free_port, rss  # noqa: E402
+from tests.support import PeakRss, free_port, start_uvicorn  # noqa: E402
 from vcat import migrate  # noqa: E402
 
 MB = 1024 * 1024
@@ -69,54 +65,16 @@ def run(url: str, megabytes: int) -> None:
             "VCAT_DATA_DIR": data,
             "VCAT_MAX_UPLOAD_BYTES": str(megabytes * MB * 2),
         }
-        server = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "uvicorn",
-                "service.app:app",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(port),
-                "--log-level",
-                "warning",
-            ],
-            cwd=REPO,
-            env=env,
-        )
+        server = start_uvicorn(env, port, ready_path="/videos")
         try:
-            deadline = time.monotonic() + 60
-            while True:
-                try:
-                    if httpx.get(f"http://127.0.0.1:{port}/videos", timeout=5).status_code == 200:
-                        break
-                except httpx.HTTPError:
-                    if time.monotonic() > deadline:
-                        raise SystemExit("uvicorn did not start") from None
-                    time.sleep(0.3)
-            baseline = peak = rss(server.pid)
-            done = threading.Event()
-
-            def sample() -> None:
-                nonlocal peak
-                while not done.is_set():
-                    peak = max(peak, rss(server.pid))
-                    time.sleep(0.05)
-
-            sampler = threading.Thread(target=sample)
-            sampler.start()
-            try:
+            with PeakRss(server.pid) as memory:
                 seconds, status = upload(port, megabytes * MB)
-            finally:
-                done.set()
-                sampler.join()
         finally:
             server.terminate()
             server.wait(timeout=30)
     print(
         f"{megabytes} MiB in {seconds:.1f} s: {megabytes * MB / seconds / 1e6:.0f} MB/s, "
-        f"API RSS growth {(peak - baseline) / MB:.1f} MiB ({status}), "
+        f"API RSS growth {memory.growth / MB:.1f} MiB ({status}), "
         f"{os.cpu_count()} CPUs"
     )
 

@@ -2,16 +2,33 @@
 
 from __future__ import annotations
 
-from fastapi import FastAPI
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 
-from service import health, metrics
+from fastapi import FastAPI
+from sqlalchemy.exc import SQLAlchemyError
+
+from service import audit, health, metrics
 from service.problems import install_problem_handlers
 from service.routes import catalog, search, videos
 from vcat import __version__
 
+log = logging.getLogger(__name__)
+
+
+@asynccontextmanager
+async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+    yield
+    try:
+        audit.flush()  # batched read entries (searches, media views) are not lost on shutdown
+    except SQLAlchemyError as exc:
+        log.error("audit entries lost at shutdown: %s", str(exc).splitlines()[0])
+
 
 def create_app() -> FastAPI:
     app = FastAPI(
+        lifespan=lifespan,
         title="vcat",
         version=__version__,
         description="Self-hosted video catalogue: upload videos, search them by action.",

@@ -2,21 +2,89 @@
 
 from __future__ import annotations
 
+import logging
+import threading
+import time
 import uuid
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from fastapi import Request
-from sqlalchemy import delete, select, text
+from sqlalchemy import delete, insert, select, text
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from service.auth import Principal
+from service.db import get_sessionmaker
 from service.models import AuditEntry
 from vcat.settings import get_settings
 
+FLUSH_SECONDS = 0.25
+MAX_PENDING = 50_000  # entries kept while the database is unreachable; the oldest go first
+log = logging.getLogger(__name__)
+
+
+class _Pending:
+    """Entries for frequent reads (searches, media views), written in batches by one thread.
+
+    A search then costs no database write of its own; the entries reach the table within
+    FLUSH_SECONDS, each stamped with the time of the request.
+    """
+
+    def __init__(self) -> None:
+        self._rows: list[dict[str, Any]] = []
+        self._lock = threading.Lock()
+        self._writing = threading.Lock()  # flush() returns only once an ongoing write is done
+        self._thread: threading.Thread | None = None
+
+    def add(self, row: dict[str, Any]) -> None:
+        with self._lock:
+            self._rows.append(row)
+            if len(self._rows) > MAX_PENDING:
+                del self._rows[: len(self._rows) - MAX_PENDING]
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(target=self._run, name="audit", daemon=True)
+                self._thread.start()
+
+    def _run(self) -> None:
+        while True:
+            time.sleep(FLUSH_SECONDS)
+            try:
+                self.flush()
+            except SQLAlchemyError as exc:  # kept for the next try; never fails a request
+                log.warning("audit entries not written yet: %s", str(exc).splitlines()[0])
+
+    def flush(self) -> int:
+        with self._writing:
+            return self._write()
+
+    def _write(self) -> int:
+        with self._lock:
+            rows, self._rows = self._rows, []
+        if not rows:
+            return 0
+        try:
+            with get_sessionmaker()() as session:
+                session.execute(text("SET LOCAL synchronous_commit TO OFF"))
+                session.execute(insert(AuditEntry), rows)
+                session.commit()
+        except SQLAlchemyError:
+            with self._lock:
+                self._rows[:0] = rows[-MAX_PENDING:]
+            raise
+        return len(rows)
+
+
+_pending = _Pending()
+
+
+def flush() -> int:
+    """Write the buffered entries now (shutdown, tests); returns how many."""
+    return _pending.flush()
+
 
 def record(
-    session: Session,
+    session: Session | None,
     principal: Principal,
     action: str,
     *,
@@ -28,24 +96,25 @@ def record(
 ) -> None:
     """Append one entry (no-op with VCAT_AUDIT_ENABLED=false).
 
-    ``durable=False`` (searches, media views: frequent reads) commits without waiting for the
-    WAL flush; a crash may lose the last fraction of a second of such entries, never others.
+    ``durable=False`` (searches, media views: frequent reads) queues the entry for the batch
+    writer instead of writing it in ``session``; a crash may lose the last fraction of a second
+    of such entries, never others.
     """
     if not get_settings().audit_enabled:
         return
-    client = request.client.host if request is not None and request.client else None
-    session.add(
-        AuditEntry(
-            key_id=principal.key_id,
-            action=action,
-            video_id=video_id,
-            detail=detail or {},
-            client=client,
-        )
-    )
+    row = {
+        "at": datetime.now(UTC),
+        "key_id": principal.key_id,
+        "action": action,
+        "video_id": video_id,
+        "detail": detail or {},
+        "client": request.client.host if request is not None and request.client else None,
+    }
+    if not durable or session is None:
+        _pending.add(row)
+        return
+    session.add(AuditEntry(**row))
     if commit:
-        if not durable:
-            session.execute(text("SET LOCAL synchronous_commit TO OFF"))
         session.commit()
 
 

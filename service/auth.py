@@ -10,42 +10,29 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
-import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from fastapi import Depends, Request
 from sqlalchemy import exists, select, update
 from sqlalchemy.orm import Session
+from starlette.concurrency import run_in_threadpool
 
-from service.db import get_session
+from service.db import get_sessionmaker
 from service.models import SCOPES, ApiKey
 from service.problems import Problem
+from service.ttl_cache import TtlCache
 
 KEY_PREFIX = "vcat_"
 _TOUCH_EVERY = timedelta(minutes=1)  # last_used_at is refreshed at most this often
 # Lookups are cached briefly per process (two queries less per request); keys created or revoked
 # in another process (the CLI) take effect within this many seconds.
 CACHE_SECONDS = 2.0
-_cache: dict[str, tuple[float, object]] = {}
+_cache: TtlCache[object] = TtlCache(CACHE_SECONDS)
 
 
 def clear_cache() -> None:
     _cache.clear()
-
-
-def _cached(name: str, compute: Callable[[], object]) -> object:
-    now = time.monotonic()
-    hit = _cache.get(name)
-    if hit is not None and hit[0] > now:
-        return hit[1]
-    value = compute()
-    if value is not None:  # failed lookups are not cached: random keys cannot fill memory
-        if len(_cache) > 10_000:
-            _cache.clear()
-        _cache[name] = (now + CACHE_SECONDS, value)
-    return value
 
 
 @dataclass(frozen=True)
@@ -121,29 +108,59 @@ def _lookup(session: Session, key: str) -> Principal | None:
     return Principal(row.id, row.scope)
 
 
+def _missing_key() -> Problem:
+    return Problem(
+        401,
+        "an API key is required (Authorization: Bearer or X-API-Key)",
+        headers={"WWW-Authenticate": "Bearer"},
+    )
+
+
 def authenticate(session: Session, key: str | None) -> Principal:
     """The caller behind ``key``; Problem 401 when keys exist and this is not an active one."""
-    if not _cached("in_force", lambda: _keys_in_force(session)):
+    if not _cache.get("in_force", lambda: _keys_in_force(session)):
         return Principal(None, "admin")  # no keys: open (any header is ignored)
     if key is None:
-        raise Problem(
-            401,
-            "an API key is required (Authorization: Bearer or X-API-Key)",
-            headers={"WWW-Authenticate": "Bearer"},
-        )
+        raise _missing_key()
     # cached by digest, so the plaintext key is never kept in memory
-    principal = _cached("key:" + _digest(key), lambda: _lookup(session, key))
+    principal = _cache.get("key:" + _digest(key), lambda: _lookup(session, key))
     if not isinstance(principal, Principal):
         raise Problem(401, "invalid or revoked API key", headers={"WWW-Authenticate": "Bearer"})
     return principal
 
 
-def require_read(request: Request, session: Session = Depends(get_session)) -> Principal:
-    return authenticate(session, presented_key(request))
+def _from_cache(key: str | None) -> Principal | None:
+    """``authenticate`` answered from the cache alone, or None when that needs the database."""
+    in_force = _cache.peek("in_force")
+    if in_force is False:
+        return Principal(None, "admin")
+    if in_force is None:
+        return None
+    if key is None:
+        raise _missing_key()
+    principal = _cache.peek("key:" + _digest(key))
+    return principal if isinstance(principal, Principal) else None
 
 
-def require_admin(request: Request, session: Session = Depends(get_session)) -> Principal:
-    principal = authenticate(session, presented_key(request))
+def _authenticate_fresh(key: str | None) -> Principal:
+    with get_sessionmaker()() as session:
+        return authenticate(session, key)
+
+
+async def caller(request: Request) -> Principal:
+    """The request's principal. Async: a cached answer costs no thread hop and no session."""
+    key = presented_key(request)
+    principal = _from_cache(key)
+    if principal is None:
+        principal = await run_in_threadpool(_authenticate_fresh, key)
+    return principal
+
+
+async def require_read(principal: Principal = Depends(caller)) -> Principal:
+    return principal
+
+
+async def require_admin(principal: Principal = Depends(caller)) -> Principal:
     if principal.scope != "admin":
         raise Problem(403, "this needs an admin key; the key given is read-only")
     return principal

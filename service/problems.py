@@ -10,7 +10,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from sqlalchemy.exc import DataError
+from sqlalchemy.exc import DataError, OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 PROBLEM_JSON = "application/problem+json"
@@ -91,6 +91,14 @@ def install_problem_handlers(app: FastAPI) -> None:
         # error; nothing was written (the session rolls back).
         reason = str(exc.orig).splitlines()[0] if exc.orig is not None else "invalid value"
         return problem_response(422, f"the request holds a value that cannot be stored: {reason}")
+
+    @app.exception_handler(OperationalError)
+    async def _database_down(_: Request, exc: OperationalError) -> JSONResponse:
+        # Postgres restarting or unreachable: the client should retry, not report a bug.
+        log.warning("database error: %s", str(exc.orig or exc).splitlines()[0])
+        return problem_response(
+            503, "the database is unavailable; try again shortly", headers={"Retry-After": "5"}
+        )
 
     @app.exception_handler(Exception)
     async def _unexpected(_: Request, exc: Exception) -> JSONResponse:

@@ -11,6 +11,7 @@ import base64
 import binascii
 import json
 import struct
+import time
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -19,7 +20,13 @@ from typing import Any, Literal
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
+from service.ttl_cache import TtlCache
+
 FUZZY_MIN_SIMILARITY = 0.3
+# Action names are read per search; each process keeps them all (a few hundred per model) and
+# reloads them when older than this many seconds. A name it does not know yet goes to SQL, so a
+# model added elsewhere (by a worker) is found at once.
+NAME_CACHE_SECONDS = 2.0
 
 
 class SearchError(ValueError):
@@ -87,6 +94,52 @@ def match_action(session: Session, query: str, model: str | None) -> Match:
         True,
         round(float(rows[0].sim), 3),
     )
+
+
+@dataclass(frozen=True)
+class _Names:
+    """Every action: lower-cased name -> [(id, name, model name)], as of ``expires - TTL``."""
+
+    expires: float
+    by_name: dict[str, list[tuple[int, str, str]]]
+
+
+_names: _Names | None = None
+_fuzzy: TtlCache[Match] = TtlCache(NAME_CACHE_SECONDS)
+
+
+def _all_names(session: Session) -> _Names:
+    global _names
+    names = _names
+    if names is None or names.expires <= time.monotonic():
+        by_name: dict[str, list[tuple[int, str, str]]] = {}
+        rows = session.execute(
+            text("SELECT a.id, a.name, m.name FROM actions a JOIN models m ON m.id = a.model_id")
+        )
+        for action_id, name, model in rows:
+            by_name.setdefault(name.lower(), []).append((action_id, name, model))
+        names = _names = _Names(time.monotonic() + NAME_CACHE_SECONDS, by_name)
+    return names
+
+
+def resolve_action(session: Session, query: str, model: str | None) -> Match:
+    """``match_action``, answered from the per-process name table when it can be."""
+    known = [r for r in _all_names(session).by_name.get(query.strip().lower(), ()) if
+             model is None or r[2] == model]  # fmt: skip
+    if known:
+        return Match(query, sorted(r[0] for r in known), sorted({r[1] for r in known}), False)
+    match = _fuzzy.peek((query, model))
+    if match is None:
+        match = match_action(session, query, model)
+        if match.action_ids:  # a miss is not cached: a model indexed next shows up at once
+            _fuzzy.put((query, model), match)
+    return match
+
+
+def clear_cache() -> None:
+    global _names
+    _names = None
+    _fuzzy.clear()
 
 
 def encode_cursor(values: list[Any]) -> str:
@@ -231,16 +284,25 @@ def _stored_sql(
     first = "s.max_score" if sort == "score" else "s.video_created"
     if has_cursor:
         where += _after(first, sort, "s.").replace("s.key", "s.action_id")
+    # One ordered index range per action (segments_by_score / _by_time), each cut at the page
+    # size, then merged: a plain ``action_id = ANY(...)`` would read and sort every segment of
+    # the action before the LIMIT.
+    outer = "p.max_score" if sort == "score" else "p.video_created"
     return f"""
-        SELECT s.video_id, s.action_id AS key, s.first_clip, s.last_clip, s.clips, s.max_score,
-               s.mean_score, s.start, s."end", s.thumbnail,
-               {_CREATED.format(col="s.video_created")} AS created,
+        SELECT p.video_id, p.action_id AS key, p.first_clip, p.last_clip, p.clips, p.max_score,
+               p.mean_score, p.start, p."end", p.thumbnail,
+               {_CREATED.format(col="p.video_created")} AS created,
                a.name AS action, m.name AS model
-        FROM segments s
-        JOIN actions a ON a.id = s.action_id
+        FROM unnest(CAST(:actions AS int[])) AS q(action_id)
+        CROSS JOIN LATERAL (
+            SELECT s.* FROM segments s
+            WHERE s.action_id = q.action_id AND s.threshold = CAST(:min_score AS real) {where}
+            ORDER BY {first} DESC, s.video_id, s.first_clip
+            LIMIT :limit
+        ) AS p
+        JOIN actions a ON a.id = p.action_id
         JOIN models m ON m.id = a.model_id
-        WHERE s.action_id = ANY(:actions) AND s.threshold = CAST(:min_score AS real) {where}
-        ORDER BY {first} DESC, s.video_id, s.first_clip, s.action_id
+        ORDER BY {outer} DESC, p.video_id, p.first_clip, p.action_id
         LIMIT :limit
     """
 

@@ -109,14 +109,10 @@ def vcat_env(
     for key, value in env.items():
         monkeypatch.setenv(key, value)
     get_settings.cache_clear()
-    db.get_engine.cache_clear()
-    db.get_sessionmaker.cache_clear()
+    db.reset()
     yield env
-    if db.get_engine.cache_info().currsize:
-        db.get_engine().dispose()
+    db.reset()
     get_settings.cache_clear()
-    db.get_engine.cache_clear()
-    db.get_sessionmaker.cache_clear()
 
 
 @pytest.fixture

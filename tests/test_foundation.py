@@ -49,13 +49,20 @@ def test_readyz_503_names_the_failing_dependency(
     monkeypatch.setenv("VCAT_BROKER_URL", "redis://127.0.0.1:1/0")
     monkeypatch.setenv("VCAT_DATABASE_URL", "postgresql+psycopg://nobody@127.0.0.1:1/none")
     get_settings.cache_clear()
-    db.get_engine.cache_clear()
-    response = TestClient(create_app()).get("/readyz")
+    db.reset()
+    client = TestClient(create_app())
+    response = client.get("/readyz")
     assert response.status_code == 503
     assert response.headers["content-type"].startswith("application/problem+json")
     body = response.json()
     assert "database unreachable" in body["detail"]
     assert "broker unreachable" in body["detail"]
+    # any endpoint that needs the database says so: a 503 to retry, not a 500
+    for path in ("/search?action=dancing", "/videos"):
+        response = client.get(path)
+        assert response.status_code == 503, (path, response.text)
+        assert response.headers["retry-after"] == "5"
+        assert response.json()["detail"] == "the database is unavailable; try again shortly"
 
 
 def test_unknown_route_is_problem_json(vcat_env: dict[str, str]) -> None:

@@ -12,7 +12,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
-from service import auth
+from service import audit, auth, search
 from service.db import make_engine
 
 TABLES = "videos, models, actions, api_keys, audit_log, idempotency_keys"
@@ -22,9 +22,11 @@ TABLES = "videos, models, actions, api_keys, audit_log, idempotency_keys"
 def db(vcat_env: dict[str, str]) -> Iterator[Session]:
     """A session on the test database, emptied before the test."""
     engine = make_engine(vcat_env["VCAT_DATABASE_URL"])
+    audit.flush()  # nothing of an earlier test's is written into this one's tables
     with engine.begin() as conn:
         conn.execute(text(f"TRUNCATE {TABLES} RESTART IDENTITY CASCADE"))
     auth.clear_cache()
+    search.clear_cache()
     with Session(engine, expire_on_commit=False) as session:
         yield session
     engine.dispose()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 
 import pytest
 from fastapi.testclient import TestClient
@@ -10,6 +11,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 from typer.testing import CliRunner
 
+from service import audit
 from service.auth import create_key, revoke_key
 from service.models import ApiKey, AuditEntry
 from tests.service.conftest import SeedVideo
@@ -68,7 +70,10 @@ def test_audit_records_who_did_what(client: TestClient, db: Session, seed_video:
     client.get("/search", params={"action": "dancing"}, headers=h)
     client.get(f"/videos/{vid}/media", headers={**h, "Range": "bytes=0-3"})
     client.delete(f"/videos/{vid}", headers=h)
-    entries = db.scalars(select(AuditEntry).order_by(AuditEntry.id)).all()
+    # searches and media views are written in batches (within audit.FLUSH_SECONDS), each
+    # stamped with its request's time; deletes at once
+    assert audit.flush() == 2
+    entries = db.scalars(select(AuditEntry).order_by(AuditEntry.at)).all()
     assert [(e.action, e.key_id) for e in entries] == [
         ("search", row.id),
         ("view_media", row.id),
@@ -96,7 +101,20 @@ def test_cli_apikey_and_audit(client: TestClient, db: Session) -> None:
     again = runner.invoke(cli_app, ["apikey", "revoke", info["id"]])
     assert again.exit_code == 1 and "no active key" in again.output
     client.get("/search", params={"action": "anything"})  # open again: no active key
+    audit.flush()
     log = json.loads(runner.invoke(cli_app, ["audit", "--json", "--action", "search"]).output)
     assert [(e["action"], e["key"]) for e in log] == [("search", None)]
     assert runner.invoke(cli_app, ["audit", "--since", "yesterday-ish"]).exit_code == 1
     assert runner.invoke(cli_app, ["audit", "--since", "1h"]).exit_code == 0
+
+
+def test_batched_audit_entries_reach_the_table_by_themselves(
+    client: TestClient, db: Session
+) -> None:
+    client.get("/search", params={"action": "anything"})
+    deadline = time.monotonic() + 10
+    while not db.scalars(select(AuditEntry)).all():
+        assert time.monotonic() < deadline, "the search was never written to the audit log"
+        time.sleep(audit.FLUSH_SECONDS)
+    (entry,) = db.scalars(select(AuditEntry)).all()
+    assert entry.action == "search" and entry.detail["action"] == ["anything"]

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,11 +11,10 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.support import free_port, rss
+from tests.support import PeakRss, free_port, start_uvicorn
 
 pytestmark = [pytest.mark.db, pytest.mark.broker, pytest.mark.slow]
 
-REPO = Path(__file__).resolve().parents[2]
 MB = 1024 * 1024
 
 
@@ -38,61 +35,22 @@ def multipart_body(boundary: str, total: int, chunk: int = MB) -> Iterator[bytes
 def test_200mb_upload_keeps_rss_flat(vcat_env: dict[str, str], tmp_path: Path) -> None:
     port = free_port()
     env = {**os.environ, **vcat_env, "VCAT_MAX_UPLOAD_BYTES": str(1024 * MB)}
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "uvicorn",
-            "service.app:app",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--log-level",
-            "warning",
-        ],
-        cwd=REPO,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-    )
+    proc = start_uvicorn(env, port, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     try:
         url = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            try:
-                if httpx.get(f"{url}/livez", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                time.sleep(0.2)
         httpx.get(f"{url}/videos", timeout=10)  # warm: imports, DB pool
-        baseline = rss(proc.pid)
-        peak = baseline
-        done = threading.Event()
-
-        def sample() -> None:
-            nonlocal peak
-            while not done.is_set():
-                peak = max(peak, rss(proc.pid))
-                time.sleep(0.05)
-
-        sampler = threading.Thread(target=sample)
-        sampler.start()
         started = time.monotonic()
-        try:
+        with PeakRss(proc.pid) as memory:
             response = httpx.post(
                 f"{url}/videos",
                 content=multipart_body("vcatboundary", 200 * MB),
                 headers={"content-type": "multipart/form-data; boundary=vcatboundary"},
                 timeout=120,
             )
-        finally:
-            done.set()
-            sampler.join()
         seconds = time.monotonic() - started
         # random bytes: streamed, hashed, stored, then refused by the prober
         assert response.status_code == 415, response.text
-        growth = (peak - baseline) / MB
+        growth = memory.growth / MB
         print(f"200 MB upload: {200 / seconds:.0f} MB/s, RSS growth {growth:.1f} MB")
         assert growth < 64, f"RSS grew {growth:.1f} MB"
     finally:

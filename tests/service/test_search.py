@@ -245,3 +245,40 @@ def test_stored_segments_equal_live_computation(
                 pages[stored] = got
             assert pages[0.5] == pages[None]
             assert pages[0.5]
+
+
+@pytest.mark.parametrize("sort", ["score", "time"])
+def test_pages_over_several_actions_equal_the_full_list(
+    client: TestClient, seed_video: SeedVideo, sort: str
+) -> None:
+    rng = random.Random(3)
+    for _ in range(5):
+        seed_video(
+            [[(J, rng.choice([0.6, 0.8, 0.9])), (W, rng.choice([0.6, 0.9]))], [(J, 0.1)]] * 3
+        )
+    full = _search(client, action=[J, W], sort=sort, limit=100)["items"]
+    assert len(full) == 30 and {s["action"] for s in full} == {J, W}
+    pages: list[dict] = []
+    params: dict[str, object] = {"action": [J, W], "sort": sort, "limit": 7}
+    while True:
+        body = _search(client, **params)
+        pages.extend(body["items"])
+        if body["next_cursor"] is None:
+            break
+        params["cursor"] = body["next_cursor"]
+    assert pages == full
+
+
+def test_search_survives_a_dropped_database_connection(
+    client: TestClient, db: Session, seed_video: SeedVideo
+) -> None:
+    seed_video([[(J, 0.9)]])
+    assert len(_search(client, action=J)["items"]) == 1  # a pooled connection now exists
+    db.execute(
+        text(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+            "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+        )
+    )
+    db.commit()
+    assert len(_search(client, action=J)["items"]) == 1  # retried on a fresh connection
