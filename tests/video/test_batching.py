@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -67,3 +68,14 @@ def test_bad_batch_size_and_closed_batcher() -> None:
         with pytest.raises(RuntimeError):
             b.submit("x", lambda: [])
         assert list(b) == []
+
+
+def test_a_lone_source_is_not_held_back_by_max_wait() -> None:
+    # 3 clips, room for 8: once the source ends and nothing else is being read, the partial
+    # batch goes at once instead of after max_wait (which would be every short video's fate)
+    with Batcher[int](8, max_wait=30) as batcher:
+        batcher.submit("a", lambda: [1, 2, 3])
+        began = time.monotonic()
+        batch = next(iter(batcher))
+        assert [c for _, c in batch.clips] == [1, 2, 3] and batch.finished == [("a", None)]
+        assert time.monotonic() - began < 10

@@ -20,6 +20,7 @@ import av
 import numpy as np
 import torch
 import torch.nn.functional as F
+from av.video.reformatter import VideoReformatter
 from torch.utils.data import Dataset
 
 VIDEO_SUFFIXES = {".mp4", ".m4v", ".mov", ".mkv", ".webm", ".avi", ".mpg", ".mpeg", ".ts"}
@@ -179,7 +180,8 @@ def decode_frames(path: Path) -> np.ndarray:
     with av.open(str(path)) as container:
         stream = container.streams.video[0]
         stream.thread_type = "AUTO"
-        frames = [f.to_ndarray(format="rgb24") for f in container.decode(stream)]
+        sws = VideoReformatter()  # one swscale context for the clip, not one per frame
+        frames = [sws.reformat(f, format="rgb24").to_ndarray() for f in container.decode(stream)]
     if not frames:
         raise DataError(f"{path}: no decodable frames")
     return np.stack(frames)

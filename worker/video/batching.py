@@ -39,8 +39,9 @@ class _Done:
 class Batcher(Generic[ClipT]):
     """Shared batcher: ``submit`` clip sources, iterate ``Batch`` es, ``close`` when done adding.
 
-    ``max_wait`` flushes a partial batch when no clip arrived for that long, so a lone short video
-    is not held back waiting for others. Use as a context manager so threads stop on errors.
+    ``max_wait`` flushes a partial batch when no clip arrived for that long; a partial batch goes
+    at once when its last source ended and no other is being read, so a lone short video is not
+    held back waiting for others. Use as a context manager so threads stop on errors.
     """
 
     def __init__(
@@ -65,6 +66,7 @@ class Batcher(Generic[ClipT]):
         self._lock = threading.Lock()
         self._submitted = 0
         self._finished = 0
+        self._reading = 0  # sources a producer is in the middle of
         self._closed = False
         self._threads = [
             threading.Thread(target=self._produce, name=f"vcat-decode-{i}", daemon=True)
@@ -116,14 +118,24 @@ class Batcher(Generic[ClipT]):
                 return
             key, make = source
             error: BaseException | None = None
+            with self._lock:
+                self._reading += 1
             try:
                 for clip in make():
                     if not self._put((key, clip)):
                         return
             except Exception as exc:  # reported to the consumer with its source key
                 error = exc
+            finally:
+                with self._lock:
+                    self._reading -= 1
             if not self._put(_Done(key, error)):
                 return
+
+    def _idle(self) -> bool:
+        """No clip waiting and none being read: nothing would join a partial batch soon."""
+        with self._lock:
+            return self._reading == 0 and self._clips.empty() and self._sources.empty()
 
     def _all_done(self) -> bool:
         with self._lock:
@@ -147,7 +159,7 @@ class Batcher(Generic[ClipT]):
                 with self._lock:
                     self._finished += 1
                 batch.finished.append((item.key, item.error))
-                if not batch.clips:
+                if not batch.clips or self._idle():
                     yield batch
                     batch = Batch([])
                 continue

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import av
 import numpy as np
+from av.video.reformatter import VideoReformatter
 
 from worker.video.errors import VideoError
 from worker.video.probe import open_video
@@ -39,14 +40,18 @@ class Geometry:
     scaled_height: int
     rot_k: int  # np.rot90 turns (counter-clockwise) applied after scaling
     crop: int
+    # One swscale context per video: ``frame.to_ndarray(width=...)`` builds a new one per call,
+    # which cost 5 ms a frame against 0.15 ms reused (PyAV 18, 320x240 -> 85x64).
+    sws: VideoReformatter = field(default_factory=VideoReformatter, compare=False, repr=False)
 
     def apply(self, frame: av.VideoFrame) -> np.ndarray:
-        rgb = frame.to_ndarray(
+        rgb = self.sws.reformat(
+            frame,
             width=self.scaled_width,
             height=self.scaled_height,
             format="rgb24",
             interpolation="BILINEAR",
-        )
+        ).to_ndarray()
         y0 = (self.scaled_height - self.crop) // 2
         x0 = (self.scaled_width - self.crop) // 2
         out = rgb[y0 : y0 + self.crop, x0 : x0 + self.crop]
