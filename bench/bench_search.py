@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import random
 import statistics
@@ -87,21 +88,24 @@ def seed(url: str, videos: int, clips: int, labels: list[str]) -> None:
     print(f"seeded {n:,} clip scores", flush=True)
 
 
-def queries(labels: list[str], video_ids: list[str], rng: random.Random) -> dict[str, object]:
+def queries(
+    labels: list[str], video_ids: list[str], rng: random.Random
+) -> tuple[str, dict[str, object]]:
+    """One query of the mix: (kind, parameters)."""
     pick = rng.random()
     name = rng.choice(labels)
     if pick < 0.55:
-        return {"action": name, "limit": 20}
+        return "exact", {"action": name, "limit": 20}
     if pick < 0.65:
         cut = rng.randrange(len(name))
-        return {"action": name[:cut] + name[cut + 1 :], "limit": 20}  # a typo: fuzzy
+        return "fuzzy", {"action": name[:cut] + name[cut + 1 :], "limit": 20}  # a typo
     if pick < 0.75:
-        return {"action": name, "sort": "time", "limit": 20}
+        return "sort=time", {"action": name, "sort": "time", "limit": 20}
     if pick < 0.85:
-        return {"action": name, "video": rng.choice(video_ids), "min_score": 0.1}
+        return "one video", {"action": name, "video": rng.choice(video_ids), "min_score": 0.1}
     if pick < 0.93:
-        return {"action": [name, rng.choice(labels)], "limit": 20}
-    return {"action": [name, rng.choice(labels)], "match": "all", "min_score": 0.1}
+        return "two, any", {"action": [name, rng.choice(labels)], "limit": 20}
+    return "two, all", {"action": [name, rng.choice(labels)], "match": "all", "min_score": 0.1}
 
 
 async def _get(
@@ -120,13 +124,13 @@ async def _get(
 
 async def load(
     port: int, labels: list[str], video_ids: list[str], clients: int, seconds: float
-) -> tuple[list[float], int]:
-    """``clients`` closed-loop clients for ``seconds``: latencies (s) and non-200 count.
+) -> tuple[list[tuple[str, float]], int]:
+    """``clients`` closed-loop clients for ``seconds``: (kind, latency s) and non-200 count.
 
     A raw asyncio HTTP/1.1 client (one keep-alive connection each, on uvloop), so that the load
     generator, sharing the CPUs with the server, costs a fraction of what httpx would.
     """
-    latencies: list[float] = []
+    latencies: list[tuple[str, float]] = []
     errors = 0
     stop = time.monotonic() + seconds
 
@@ -136,10 +140,11 @@ async def load(
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
         try:
             while time.monotonic() < stop:
-                target = "/search?" + urlencode(queries(labels, video_ids, rng), doseq=True)
+                kind, params = queries(labels, video_ids, rng)
+                target = "/search?" + urlencode(params, doseq=True)
                 started = time.perf_counter()
                 status, _ = await _get(reader, writer, target)
-                latencies.append(time.perf_counter() - started)
+                latencies.append((kind, time.perf_counter() - started))
                 errors += status != 200
         finally:
             writer.close()
@@ -148,12 +153,12 @@ async def load(
     return latencies, errors
 
 
-def _run_load(*args: Any) -> tuple[list[float], int]:
+def _run_load(*args: Any) -> tuple[list[tuple[str, float]], int]:
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
         return runner.run(load(*args))
 
 
-def run(url: str, args: argparse.Namespace) -> None:
+def run(url: str, args: argparse.Namespace) -> dict[str, Any]:
     labels = [x.strip() for x in LABELS_FILE.read_text().splitlines() if x.strip()]
     migrate.upgrade(url)
     engine = create_engine(normalize_database_url(url))
@@ -178,15 +183,36 @@ def run(url: str, args: argparse.Namespace) -> None:
     finally:
         server.terminate()
         server.wait(timeout=30)
-    latencies.sort()
-    p = lambda q: latencies[min(len(latencies) - 1, int(q * len(latencies)))] * 1000  # noqa: E731
-    print(
-        f"{len(latencies):,} requests in {args.seconds:g} s with {args.clients} clients, "
-        f"{args.workers} uvicorn worker(s), {os.cpu_count()} CPUs: "
-        f"{len(latencies) / args.seconds:.0f} req/s, p50 {p(0.5):.1f} ms, "
-        f"p99 {p(0.99):.1f} ms, mean {statistics.fmean(latencies) * 1000:.1f} ms, "
-        f"errors {errors}"
-    )
+    return report(latencies, errors, args)
+
+
+def _summary(ms: list[float], seconds: float) -> dict[str, float]:
+    ms = sorted(ms)
+    at = lambda q: ms[min(len(ms) - 1, int(q * len(ms)))]  # noqa: E731
+    return {"requests": len(ms), "req_s": len(ms) / seconds, "p50_ms": at(0.5),
+            "p99_ms": at(0.99), "mean_ms": statistics.fmean(ms)}  # fmt: skip
+
+
+def report(
+    latencies: list[tuple[str, float]], errors: int, args: argparse.Namespace
+) -> dict[str, Any]:
+    kinds: dict[str, list[float]] = {}
+    for kind, seconds in latencies:
+        kinds.setdefault(kind, []).append(seconds * 1000)
+    rows = {"all": _summary([ms for v in kinds.values() for ms in v], args.seconds)}
+    rows |= {k: _summary(v, args.seconds) for k, v in sorted(kinds.items())}
+    print(f"\n/search, {args.clients} clients for {args.seconds:g} s, {args.workers} uvicorn "
+          f"worker(s), {os.cpu_count()} CPUs, errors {errors}")  # fmt: skip
+    print(f"{'queries':<12}{'requests':>10}{'req/s':>8}{'p50 ms':>9}{'p99 ms':>9}{'mean ms':>9}")
+    for kind, r in rows.items():
+        print(f"{kind:<12}{r['requests']:>10,}{r['req_s']:>8.0f}{r['p50_ms']:>9.1f}"
+              f"{r['p99_ms']:>9.1f}{r['mean_ms']:>9.1f}")  # fmt: skip
+    result = {"clients": args.clients, "seconds": args.seconds, "workers": args.workers,
+              "cpus": os.cpu_count(), "errors": errors, "latency": rows}  # fmt: skip
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(result, indent=2) + "\n")
+    return result
 
 
 def main() -> None:
@@ -203,6 +229,7 @@ def main() -> None:
         help="record searches in the audit log (the default server setting)",
     )
     parser.add_argument("--database-url", help="use this database as is (seeded if empty)")
+    parser.add_argument("--json", type=Path, help="also write the results here")
     args = parser.parse_args()
     if args.database_url:
         run(args.database_url, args)

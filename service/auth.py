@@ -13,7 +13,7 @@ import secrets
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from fastapi import Depends, Request
+from fastapi import Request
 from sqlalchemy import exists, select, update
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
@@ -156,11 +156,12 @@ async def caller(request: Request) -> Principal:
     return principal
 
 
-async def require_read(principal: Principal = Depends(caller)) -> Principal:
-    return principal
+async def require_read(request: Request) -> Principal:
+    return await caller(request)
 
 
-async def require_admin(principal: Principal = Depends(caller)) -> Principal:
+async def require_admin(request: Request) -> Principal:
+    principal = await caller(request)
     if principal.scope != "admin":
         raise Problem(403, "this needs an admin key; the key given is read-only")
     return principal

@@ -41,6 +41,12 @@ class Settings(BaseSettings):
     default_min_score: float = Field(default=0.5, ge=0.0, le=1.0, description="Search threshold")
     retention_days: int = Field(default=0, ge=0, description="Expire videos after N days; 0: never")
     delete_source_after_index: bool = Field(default=False, description="Privacy: drop uploads")
+    api_workers: int = Field(
+        default=2, ge=1, description="API processes (uvicorn --workers) that vcat up starts"
+    )
+    search_threads: int = Field(
+        default=4, ge=1, description="Threads per API process running searches (more: GIL waits)"
+    )
     audit_enabled: bool = Field(default=True, description="Record who uploaded/searched/viewed")
 
     # Inference.

@@ -14,7 +14,7 @@ from types import FrameType
 
 from vcat import migrate
 from vcat.embedded import EmbeddedPostgres, EmbeddedRedis
-from vcat.settings import Settings
+from vcat.settings import Settings, get_settings
 
 RESTART_BACKOFF = (1.0, 2.0, 5.0, 10.0, 30.0)
 
@@ -142,4 +142,5 @@ def api_argv(host: str, port: int) -> list[str]:
     return [
         sys.executable, "-m", "uvicorn", "service.app:app",
         "--host", host, "--port", str(port), "--no-access-log",
+        "--workers", str(get_settings().api_workers),
     ]  # fmt: skip

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
+from functools import cache
 from typing import Annotated, Literal
 
+import anyio.to_thread
 from fastapi import APIRouter, Depends, Query, Request, Response
 from sqlalchemy.orm import Session
-from starlette.concurrency import run_in_threadpool
 
 from service import audit
 from service.auth import Principal, require_read
@@ -20,6 +21,13 @@ from service.search import SearchError, find_segments, resolve_action
 from vcat.settings import get_settings
 
 router = APIRouter(tags=["search"])
+
+
+@cache
+def _limiter() -> anyio.CapacityLimiter:
+    # Searches are short and mostly wait on Postgres: a few threads keep it busy, and more only
+    # fight over the GIL (which stretches the latency tail).
+    return anyio.CapacityLimiter(get_settings().search_threads)
 
 
 @router.get(
@@ -55,7 +63,7 @@ async def search(
     if any(not n or len(n) > 200 for n in names):
         raise Problem(422, "action: names must be 1 to 200 characters")
     query = SearchQuery(names, match, model, min_score, video, t_from, t_to, sort, limit, cursor)
-    out = await run_in_threadpool(_search, query)
+    out = await anyio.to_thread.run_sync(_search, query, limiter=_limiter())
     audit.record(
         None,
         principal,
