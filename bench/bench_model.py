@@ -173,9 +173,10 @@ def main() -> None:
                 table.add_row(*(str(v) for v in r.values()))
     console.print(table)
     demo = demo_agreement(args.demo_data, args.device, args.precision)
+    agree, diff = demo["top1_agreement"], demo["max_abs_diff"]
     console.print(f"demo model, {demo['clips']} synthetic clips: fast ({demo['backend']}, "
-                  f"{demo['precision']}) vs eager fp32 top-1 agreement "
-                  f"{demo['top1_agreement']:.1%}, max |diff| {demo['max_abs_diff']:.2g}")  # fmt: skip
+                  f"{demo['precision']}) vs eager fp32 top-1 agreement {agree:.1%}, "
+                  f"max |diff| {diff:.2g}")  # fmt: skip
     if args.json:
         args.json.write_text(json.dumps({"runs": results, "demo": demo}, indent=2) + "\n")
 

@@ -55,6 +55,11 @@ class Settings(BaseSettings):
     precision: Literal["auto", "fp32", "fp16", "bf16"] = "auto"
     compile: bool = Field(default=False, description="torch.compile the model (slow first batch)")
     batch_size: int = Field(default=0, description="Clips per forward; 0 picks by device")
+    cpu_threads: int = Field(
+        default=0,
+        ge=0,
+        description="Worker threads for CPU inference; 0: the cores its decode threads leave",
+    )
 
     # Workers.
     worker_concurrency: int = Field(

@@ -30,6 +30,7 @@ from worker.video.pipeline import IndexEngine, JobCancelled
 
 log = logging.getLogger(__name__)
 HEARTBEAT_SECONDS = 2.0
+PRODUCERS = 2  # decode threads per engine
 
 _engines: dict[str, IndexEngine] = {}
 _engines_lock = threading.Lock()
@@ -54,8 +55,10 @@ def engines() -> list[IndexEngine]:
 
 
 def _load_engine(name: str) -> IndexEngine:
+    import torch
+
     from worker.models import resolve_model
-    from worker.tsm.fast import default_batch_size, make_predictor, resolve_device
+    from worker.tsm.fast import cpu_threads, default_batch_size, make_predictor, resolve_device
     from worker.tsm.store import StoreError, load_model
 
     settings = get_settings()
@@ -66,12 +69,15 @@ def _load_engine(name: str) -> IndexEngine:
     except Exception as exc:  # a corrupt or incompatible model file fails its jobs, clearly
         raise ModelUnavailable(f"model {name!r} could not be loaded: {exc}") from None
     device = resolve_device(settings.device)
+    if device.type == "cpu":
+        torch.set_num_threads(cpu_threads(settings.cpu_threads, decoders=PRODUCERS))
     predictor = make_predictor(
         model, meta, device=str(device), precision=settings.precision, compile=settings.compile
     )
     batch = settings.batch_size or default_batch_size(device)
+    predictor.warm_up(batch)
     log.info("loaded model %s on %s (batch %d)", name, device, batch)
-    return IndexEngine(predictor, meta, batch_size=batch, producers=2)
+    return IndexEngine(predictor, meta, batch_size=batch, producers=PRODUCERS)
 
 
 def _session() -> Session:
