@@ -88,6 +88,7 @@ def make_video(
     second_video: bool = False,
     faststart: bool = False,
     gop: int = 12,
+    bframes: int = 0,
 ) -> Path:
     """Write a small real video and return its path.
 
@@ -97,6 +98,8 @@ def make_video(
     upright pattern. ``second_video`` adds a later flat-grey MPEG-4 video stream (the pipeline
     must use the first). ``vfr=True`` uses irregular frame times (``vfr_times``); ``times``
     gives them explicitly (seconds, increasing). The container defaults to the path's suffix.
+    ``bframes`` > 0: H.264 with that many B-frames (and x264's B-pyramid), like camera and
+    encoder output; the default is intra/P only.
     """
     path = Path(path)
     if rotation % 90:
@@ -122,7 +125,9 @@ def make_video(
         stream.codec_context.time_base = _TB
         stream.time_base = _TB
         stream.codec_context.gop_size = gop
-        if encoder == "libx264":
+        if encoder == "libx264" and bframes:
+            stream.codec_context.options = {"preset": "veryfast", "bf": str(bframes)}
+        elif encoder == "libx264":
             stream.codec_context.options = {"preset": "ultrafast", "tune": "zerolatency"}
         if rotation:
             stream.set_display_rotation(rotation)

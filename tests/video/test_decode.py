@@ -204,3 +204,23 @@ def test_stream_without_duration_frame_count_or_timestamps(vdir: Path) -> None:
     assert tl.duration == pytest.approx(1.0)
     clips = list(iter_clips(path, plan_windows(tl.duration, 0.5, 0.5, 2), (48, 48), tl.origin))
     assert [c.frame_times for c in clips] == [(0.12, 0.36), (0.6, 0.84)]
+
+
+@pytest.mark.parametrize("vfr", [False, True])
+def test_skipping_unsampled_frames_changes_nothing(vfr: bool, tmp_path: Path) -> None:
+    # With every frame's pts known, non-reference frames no window samples are not decoded;
+    # the clips must be bit-identical to decoding everything, and fewer frames decoded.
+    path = videos.make_video(
+        tmp_path / "b.mp4", width=96, height=64, duration=8.0, vfr=vfr, bframes=3, gop=50
+    )
+    tl = scan_timeline(path)
+    assert tl.pts is not None and len(tl.pts) == tl.packets
+    windows = plan_windows(tl.duration, 2.0, 1.5, 8)
+    full_stats, skip_stats = DecodeStats(), DecodeStats()
+    full = list(iter_clips(path, windows, (64, 64), tl.origin, full_stats))
+    skipped = list(iter_clips(path, windows, (64, 64), tl.origin, skip_stats, frame_pts=tl.pts))
+    assert len(full) == len(skipped) == len(windows)
+    for a, b in zip(full, skipped, strict=True):
+        assert a.window == b.window and a.frame_times == b.frame_times and a.end == b.end
+        assert np.array_equal(a.frames, b.frames)
+    assert skip_stats.frames_decoded < full_stats.frames_decoded

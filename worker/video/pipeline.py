@@ -142,7 +142,9 @@ def _clips(
         )
     windows = plan_windows(timeline.duration, window, stride, meta.num_segments)
     sizes = (meta.resize_short, meta.input_size)
-    for clip in iter_clips(job.path, windows, sizes, timeline.origin, job.stats):
+    for clip in iter_clips(
+        job.path, windows, sizes, timeline.origin, job.stats, frame_pts=timeline.pts
+    ):
         thumb = encode_jpeg(clip.frames[len(clip.frames) // 2]) if thumbnails else None
         yield _Clip(clip, thumb)
 
