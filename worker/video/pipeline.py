@@ -12,13 +12,14 @@ Everything else comes from ``ModelMeta``, so tests can use a fake predictor.
 
 from __future__ import annotations
 
+import ctypes
 import threading
 import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, as_completed
 from dataclasses import dataclass, field
-from functools import partial
+from functools import cache, partial
 from pathlib import Path
 from typing import Any
 
@@ -294,6 +295,22 @@ class IndexRequest:
         return self.job.timeline.duration if self.job.timeline is not None else None
 
 
+@cache
+def _limit_malloc_arenas(arenas: int = 2) -> None:
+    """Cap glibc's malloc arenas (``MALLOC_ARENA_MAX``) for this process.
+
+    Decode threads each churn through frame-sized buffers; with glibc's default of 8 arenas per
+    core the freed memory stays fragmented across arenas and RSS grew about 11 MiB per minute of
+    720p video (60 min: 1350 MiB against 659 for 1 min; capped at 2 arenas: 824 MiB). A no-op
+    off glibc.
+    """
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        libc.mallopt(-8, arenas)  # M_ARENA_MAX
+    except (OSError, AttributeError):
+        pass
+
+
 class IndexEngine:
     """Shared batching over a predictor. Thread-safe ``submit``; ``close`` stops the threads."""
 
@@ -306,6 +323,7 @@ class IndexEngine:
         producers: int = 2,
         max_wait: float = 0.05,
     ) -> None:
+        _limit_malloc_arenas()
         self.predictor = predictor
         self.meta = meta
         self.batch_size = batch_size
