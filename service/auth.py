@@ -147,7 +147,7 @@ def _authenticate_fresh(key: str | None) -> Principal:
         return authenticate(session, key)
 
 
-async def caller(request: Request) -> Principal:
+async def require_read(request: Request) -> Principal:
     """The request's principal. Async: a cached answer costs no thread hop and no session."""
     key = presented_key(request)
     principal = _from_cache(key)
@@ -156,12 +156,8 @@ async def caller(request: Request) -> Principal:
     return principal
 
 
-async def require_read(request: Request) -> Principal:
-    return await caller(request)
-
-
 async def require_admin(request: Request) -> Principal:
-    principal = await caller(request)
+    principal = await require_read(request)
     if principal.scope != "admin":
         raise Problem(403, "this needs an admin key; the key given is read-only")
     return principal

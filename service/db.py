@@ -23,22 +23,29 @@ def normalize_database_url(url: str) -> str:
     return url
 
 
-def make_engine(url: str) -> Engine:
+def make_engine(url: str, *, read_only: bool = False) -> Engine:
+    """``read_only``: autocommit, so no BEGIN/ROLLBACK round trips, and no pre-ping (one more
+    round trip per checkout); a connection the server dropped is retried once by ``read``."""
+    options = {"isolation_level": "AUTOCOMMIT"} if read_only else {"pool_pre_ping": True}
     return create_engine(
         normalize_database_url(url),
-        pool_pre_ping=True,
         pool_size=10,
         max_overflow=20,
         connect_args={"connect_timeout": 5},
+        **options,
     )
+
+
+def _database_url() -> str:
+    url = get_settings().database_url
+    if not url:
+        raise RuntimeError("VCAT_DATABASE_URL is not set (vcat up sets it for its children)")
+    return url
 
 
 @lru_cache
 def get_engine() -> Engine:
-    url = get_settings().database_url
-    if not url:
-        raise RuntimeError("VCAT_DATABASE_URL is not set (vcat up sets it for its children)")
-    return make_engine(url)
+    return make_engine(_database_url())
 
 
 @lru_cache
@@ -48,19 +55,8 @@ def get_sessionmaker() -> sessionmaker[Session]:
 
 @lru_cache
 def get_read_engine() -> Engine:
-    """The engine for read-only hot paths (search): autocommit, so no BEGIN/ROLLBACK round
-    trips, and no pre-ping (one more round trip per request); a connection the server dropped
-    is retried once by ``read`` instead."""
-    url = get_settings().database_url
-    if not url:
-        raise RuntimeError("VCAT_DATABASE_URL is not set (vcat up sets it for its children)")
-    return create_engine(
-        normalize_database_url(url),
-        isolation_level="AUTOCOMMIT",
-        pool_size=10,
-        max_overflow=20,
-        connect_args={"connect_timeout": 5},
-    )
+    """The engine for read-only hot paths (search)."""
+    return make_engine(_database_url(), read_only=True)
 
 
 def read(work: Callable[[Session], T]) -> T:

@@ -23,10 +23,9 @@ class TtlCache(Generic[V]):
         self._entries: dict[Hashable, tuple[float, V]] = {}
 
     def get(self, key: Hashable, compute: Callable[[], V | None]) -> V | None:
-        now = time.monotonic()
-        hit = self._entries.get(key)
-        if hit is not None and hit[0] > now:
-            return hit[1]
+        value = self.peek(key)
+        if value is not None:
+            return value
         value = compute()
         if value is not None:
             self.put(key, value)
