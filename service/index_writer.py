@@ -93,29 +93,40 @@ def ensure_model(session: Session, name: str, version: str, labels: Sequence[str
     A model already registered with other labels is an error: a new label set needs a new
     version. Does not commit.
     """
+    return _model_actions(session, name, version, labels)[0]
+
+
+def _model_actions(
+    session: Session, name: str, version: str, labels: Sequence[str]
+) -> tuple[int, dict[str, int]]:
+    """``ensure_model`` plus the action id of every label, in one round trip for a known model
+    (every job's store comes through here)."""
     if not name or not version:
         raise IndexDataError("model name and version must be non-empty")
     if not labels or any(not isinstance(label, str) or not label.strip() for label in labels):
         raise IndexDataError(f"model {name}: labels must be non-empty strings")
-    model_id = session.scalar(select(Model.id).where(Model.name == name, Model.version == version))
-    if model_id is not None:
-        known = session.scalars(
-            select(Action.name).where(Action.model_id == model_id).order_by(Action.idx)
-        ).all()
-        if list(known) != list(labels):
+    rows = session.execute(
+        select(Model.id, Action.name, Action.id)
+        .join(Action, Action.model_id == Model.id)
+        .where(Model.name == name, Model.version == version)
+        .order_by(Action.idx)
+    ).all()
+    if rows:
+        if [r[1] for r in rows] != list(labels):
             raise IndexDataError(
                 f"model {name} version {version} is registered with other labels; "
                 "give the new label set a new version"
             )
-        return model_id
+        return rows[0][0], {r[1]: r[2] for r in rows}
     model_id = session.scalar(
         insert(Model).values(name=name, version=version, num_labels=len(labels)).returning(Model.id)
     )
     assert model_id is not None
-    session.execute(
-        insert(Action), [{"model_id": model_id, "idx": i, "name": n} for i, n in enumerate(labels)]
-    )
-    return model_id
+    actions = session.execute(
+        insert(Action).returning(Action.name, Action.id),
+        [{"model_id": model_id, "idx": i, "name": n} for i, n in enumerate(labels)],
+    ).all()
+    return model_id, {r[0]: r[1] for r in actions}
 
 
 def replace_video_index(
@@ -134,10 +145,7 @@ def replace_video_index(
     """
     vid = uuid.UUID(str(video_id))
     try:
-        model_id = ensure_model(session, model.name, model.version, model.labels)
-        action_ids = dict(
-            session.execute(select(Action.name, Action.id).where(Action.model_id == model_id)).all()
-        )
+        model_id, action_ids = _model_actions(session, model.name, model.version, model.labels)
         clip_rows: list[dict[str, object]] = []
         score_rows: list[dict[str, object]] = []
         for idx, (start, end, scores, thumbnail) in enumerate(clips):
@@ -164,7 +172,7 @@ def replace_video_index(
                         "score": float(score),
                     }
                 )
-        if session.get(Video, vid) is None:
+        if session.scalar(select(Video.id).where(Video.id == vid)) is None:
             raise IndexDataError(f"no video {vid}")
         session.execute(delete(Clip).where(Clip.video_id == vid))  # cascades to scores
         session.execute(text("DELETE FROM video_actions WHERE video_id = :v"), {"v": vid})

@@ -55,6 +55,8 @@ class Base(DeclarativeBase):
 
 class Video(Base):
     __tablename__ = "videos"
+    # The INSERT returns the server defaults (timestamps), so the new row needs no reload.
+    __mapper_args__ = {"eager_defaults": True}
     __table_args__ = (
         CheckConstraint(
             "status IN ('queued','processing','done','failed','deleted')", name="videos_status"

@@ -8,6 +8,7 @@ from functools import lru_cache
 import redis
 from celery import Celery
 
+from service.ttl_cache import TtlCache
 from vcat import tasks
 from vcat.broker import to_kombu_url
 from vcat.settings import get_settings
@@ -49,16 +50,28 @@ def enqueue_index(
     return str(result.id)
 
 
+@lru_cache(maxsize=4)
+def _redis(broker_url: str) -> redis.Redis:
+    """One client (a connection pool) per broker for the process: a fresh connection per upload
+    cost more CPU than the upload's own database work."""
+    return redis.Redis.from_url(broker_url, socket_timeout=2, socket_connect_timeout=2)
+
+
+# Whether a GPU worker is alive, looked up at most every 2 s: a SCAN per upload is wasted work,
+# and a GPU worker that starts (or dies) is noticed within the heartbeat's own granularity.
+_gpu_alive = TtlCache[bool](seconds=2.0)
+
+
 def _gpu_worker_alive(broker_url: str) -> bool:
-    try:
-        client = redis.Redis.from_url(broker_url, socket_timeout=2)
+    def scan() -> bool:
         try:
             pattern = tasks.WORKER_KEY.format(queue=tasks.GPU_QUEUE, name="*")
-            return next(iter(client.scan_iter(match=pattern, count=100)), None) is not None
-        finally:
-            client.close()
-    except (redis.RedisError, OSError, ValueError):
-        return False
+            keys = _redis(broker_url).scan_iter(match=pattern, count=100)
+            return next(iter(keys), None) is not None
+        except (redis.RedisError, OSError, ValueError):
+            return False
+
+    return bool(_gpu_alive.get(broker_url, scan))
 
 
 def index_queue() -> str:
@@ -75,10 +88,6 @@ def queue_depth() -> int | None:
     if not settings.broker_url:
         return None
     try:
-        client = redis.Redis.from_url(settings.broker_url, socket_timeout=2)
-        try:
-            return int(client.llen(index_queue()))
-        finally:
-            client.close()
+        return int(_redis(settings.broker_url).llen(index_queue()))
     except (redis.RedisError, OSError, ValueError):
         return None

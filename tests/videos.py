@@ -29,9 +29,17 @@ _CODEC_PIX_FMT = {
 
 
 def upright_frame(
-    width: int, height: int, t: float, duration: float, pattern: str = "moving_square"
+    width: int,
+    height: int,
+    t: float,
+    duration: float,
+    pattern: str = "moving_square",
+    variant: int = 0,
 ) -> np.ndarray:
-    """The upright RGB image (height, width, 3) the pattern shows at time ``t``."""
+    """The upright RGB image (height, width, 3) the pattern shows at time ``t``.
+
+    ``variant`` > 0 is stamped in binary as small white blocks along the bottom edge: distinct
+    files (distinct sha256) of the same size and content otherwise."""
     yy, xx = np.mgrid[0:height, 0:width]
     if pattern == "moving_square":
         bg = 96 + 40 * np.sin(xx / 5.0) * np.cos(yy / 7.0)
@@ -48,6 +56,9 @@ def upright_frame(
         img[y0 : y0 + side, x0 : x0 + side] = (230, 20, 20)
     marker = max(2, side // 2)
     img[:marker, :marker] = (20, 20, 230)
+    for bit in range(variant.bit_length()):
+        if variant >> bit & 1:
+            img[-8:, 8 * bit : 8 * bit + 8] = 255
     return np.clip(img, 0, 255).astype(np.uint8)
 
 
@@ -89,6 +100,7 @@ def make_video(
     faststart: bool = False,
     gop: int = 12,
     bframes: int = 0,
+    variant: int = 0,
 ) -> Path:
     """Write a small real video and return its path.
 
@@ -99,7 +111,7 @@ def make_video(
     must use the first). ``vfr=True`` uses irregular frame times (``vfr_times``); ``times``
     gives them explicitly (seconds, increasing). The container defaults to the path's suffix.
     ``bframes`` > 0: H.264 with that many B-frames (and x264's B-pyramid), like camera and
-    encoder output; the default is intra/P only.
+    encoder output; the default is intra/P only. ``variant``: see ``upright_frame``.
     """
     path = Path(path)
     if rotation % 90:
@@ -137,7 +149,7 @@ def make_video(
             extra = cast(av.VideoStream, out.add_stream("mpeg4", 25))
             extra.width, extra.height, extra.pix_fmt = coded_w, coded_h, "yuv420p"
         for i, p in enumerate(pts):
-            img = upright_frame(width, height, p * float(_TB), duration, pattern)
+            img = upright_frame(width, height, p * float(_TB), duration, pattern, variant)
             frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(np.rot90(img, -k)), "rgb24")
             frame.pts, frame.time_base = p, _TB
             frame.duration = (pts[i + 1] if i + 1 < len(pts) else end_pts) - p

@@ -230,7 +230,6 @@ def _register(
             if again is None:
                 raise
             return again, False
-        session.refresh(video)
         _enqueue(session, video)
         return video, True
     finally:

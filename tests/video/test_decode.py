@@ -224,3 +224,23 @@ def test_skipping_unsampled_frames_changes_nothing(vfr: bool, tmp_path: Path) ->
         assert a.window == b.window and a.frame_times == b.frame_times and a.end == b.end
         assert np.array_equal(a.frames, b.frames)
     assert skip_stats.frames_decoded < full_stats.frames_decoded
+
+
+def test_small_frames_decode_on_one_thread_with_the_same_pixels(tmp_path: Path) -> None:
+    # Frame threading costs more than it gains on small frames (worker.video.decode.SMALL_FRAME);
+    # whatever the thread count, the clips are the same.
+    import av
+
+    from worker.video.decode import _decode_threads
+
+    small = videos.make_video(tmp_path / "s.mp4", width=320, height=240, duration=2.0)
+    large = videos.make_video(tmp_path / "l.mp4", width=1280, height=720, duration=0.2)
+    for path, expected in ((small, 1), (large, 0)):
+        with av.open(str(path)) as container:
+            assert _decode_threads(container.streams.video[0]) == expected
+    tl = scan_timeline(small)
+    windows = plan_windows(tl.duration, 1.0, 0.5, 4)
+    auto = list(iter_clips(small, windows, (64, 64), tl.origin))
+    threaded = list(iter_clips(small, windows, (64, 64), tl.origin, threads=2))
+    assert [c.frame_times for c in auto] == [c.frame_times for c in threaded]
+    assert all(np.array_equal(a.frames, b.frames) for a, b in zip(auto, threaded, strict=True))

@@ -126,3 +126,20 @@ def test_real_random_weight_tsm(cfr_video: Path) -> None:
     b = index_video(cfr_video, predictor, meta, top_k=3, threshold=0.0)
     assert len(a.clips) == 3 and a.to_dict() == b.to_dict()
     assert {s.label for s in a.segments} == {"a", "b", "c"}
+
+
+def test_jpeg_encoder_reuse_gives_each_image_its_own_bytes() -> None:
+    # One MJPEG context per thread and size serves every thumbnail: each result must be the
+    # same as a fresh encoder's, whatever was encoded before, and other sizes get their own.
+    from worker.video import thumbnails
+
+    rng = np.random.default_rng(0)
+    a, b = (rng.integers(0, 255, (64, 64, 3), dtype=np.uint8) for _ in range(2))
+    odd = rng.integers(0, 255, (33, 47, 3), dtype=np.uint8)
+    first_a, first_b = thumbnails.encode_jpeg(a), thumbnails.encode_jpeg(b)
+    assert thumbnails.encode_jpeg(odd) != first_a
+    thumbnails._local.__dict__.clear()  # fresh encoders
+    assert thumbnails.encode_jpeg(b) == first_b and thumbnails.encode_jpeg(a) == first_a
+    with av.open(io.BytesIO(thumbnails.encode_jpeg(odd)), "r") as c:
+        frame = next(c.decode(video=0))
+        assert (frame.width, frame.height) == (46, 32)  # even sides for 4:2:0

@@ -134,6 +134,18 @@ class DecodeStats:
     warnings: list[str] = field(default_factory=list)
 
 
+SMALL_FRAME = 640 * 480  # pixels; up to this, one decode thread per video
+
+
+def _decode_threads(stream: av.VideoStream) -> int:
+    """FFmpeg's own choice (one thread per core) for large frames, 1 for small ones. Measured
+    on 2 cores: 320x240 H.264 took 22-30% less CPU on one thread and no more wall time (frame
+    threading's hand-offs cost more than a small frame's decode); 720p took 6% more CPU threaded
+    but 20% less wall time for a lone video."""
+    ctx = stream.codec_context
+    return 1 if 0 < ctx.width * ctx.height <= SMALL_FRAME else 0
+
+
 def iter_clips(
     path: Path | str,
     windows: list[Window],
@@ -168,7 +180,7 @@ def iter_clips(
     container, stream = open_video(path)
     with container:
         stream.thread_type = "AUTO"
-        stream.codec_context.thread_count = threads
+        stream.codec_context.thread_count = threads or _decode_threads(stream)
         tb = stream.time_base or Fraction(1, 90000)
         needed = _sampled_pts(frame_pts, target_times, tb, origin) if frame_pts else None
         rate = stream.average_rate or stream.guessed_rate or Fraction(25)

@@ -2,10 +2,30 @@
 
 from __future__ import annotations
 
+import threading
 from fractions import Fraction
 
 import av
 import numpy as np
+
+_local = threading.local()  # per thread: {(width, height, quality): open MJPEG encoder}
+
+
+def _encoder(width: int, height: int, quality: int) -> av.VideoCodecContext:
+    """An open encoder kept per thread and size: MJPEG frames are independent, so one context
+    serves every thumbnail (opening one per image cost half of each encode)."""
+    encoders: dict[tuple[int, int, int], av.VideoCodecContext] = _local.__dict__.setdefault(
+        "encoders", {}
+    )
+    codec = encoders.get((width, height, quality))
+    if codec is None:
+        codec = av.CodecContext.create("mjpeg", "w")
+        codec.width, codec.height = width, height
+        codec.pix_fmt = "yuvj420p"
+        codec.time_base = Fraction(1, 25)
+        codec.options = {"qmin": str(quality), "qmax": str(quality)}
+        encoders[(width, height, quality)] = codec
+    return codec
 
 
 def encode_jpeg(rgb: np.ndarray, quality: int = 5) -> bytes:
@@ -13,14 +33,8 @@ def encode_jpeg(rgb: np.ndarray, quality: int = 5) -> bytes:
     if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
         raise ValueError(f"expected (H, W, 3) uint8 RGB, got {rgb.shape} {rgb.dtype}")
     h, w = rgb.shape[:2]
-    codec = av.CodecContext.create("mjpeg", "w")
-    codec.width, codec.height = w - w % 2, h - h % 2  # 4:2:0 needs even sides
-    codec.pix_fmt = "yuvj420p"
-    codec.time_base = Fraction(1, 25)
-    codec.options = {"qmin": str(quality), "qmax": str(quality)}
+    codec = _encoder(w - w % 2, h - h % 2, quality)  # 4:2:0 needs even sides
     even = np.ascontiguousarray(rgb[: codec.height, : codec.width])
-    frame = av.VideoFrame.from_ndarray(even, "rgb24")
-    frame = frame.reformat(format="yuvj420p")
-    frame.pts = 0
-    packets = [*codec.encode(frame), *codec.encode(None)]
-    return b"".join(bytes(p) for p in packets)
+    frame = av.VideoFrame.from_ndarray(even, "rgb24").reformat(format="yuvj420p")
+    frame.pts = None  # one context, many images: no timestamps to keep increasing
+    return b"".join(bytes(p) for p in codec.encode(frame))  # intra-only: no frame delay
