@@ -46,15 +46,18 @@ class GaveUp:
     error: str
 
 
+# One statement: the claim also clears the error (an attempt that ends without writing one was
+# lost with its worker) and returns the previous error for the dead-letter message.
 _CLAIM = text(
     """
-    UPDATE videos SET status = 'processing', attempts = attempts + 1, progress = 0,
-                      updated_at = now()
-    WHERE id = :id AND (
-        status = 'queued'
-        OR (status = 'processing' AND updated_at < now() - make_interval(secs => :stale))
+    UPDATE videos v SET status = 'processing', attempts = v.attempts + 1, progress = 0,
+                        error = NULL, updated_at = now()
+    FROM (SELECT id, error FROM videos WHERE id = :id FOR UPDATE) AS before
+    WHERE v.id = before.id AND (
+        v.status = 'queued'
+        OR (v.status = 'processing' AND v.updated_at < now() - make_interval(secs => :stale))
     )
-    RETURNING attempts, media_file, duration, options, error
+    RETURNING v.attempts, v.media_file, v.duration, v.options, before.error
     """
 )
 
@@ -78,8 +81,6 @@ def claim(
         )  # fmt: skip
         session.commit()
         return GaveUp(vid, error)
-    # An attempt that ends without writing an error (killed, crashed) leaves NULL: worker lost.
-    session.execute(text("UPDATE videos SET error = NULL WHERE id = :id"), {"id": vid})
     session.commit()
     return Claim(vid, attempts, media_file, duration, dict(options or {}))
 

@@ -223,7 +223,7 @@ def test_upload_index_search(stack: Stack, worker: Any, tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_killed_worker_job_completes_once(stack: Stack, worker: Any, tmp_path: Path) -> None:
-    path = videos.make_video(tmp_path / "long.mp4", duration=360.0, width=96, height=64, fps=10)
+    path = videos.make_video(tmp_path / "long.mp4", duration=900.0, width=96, height=64, fps=10)
     video = stack.upload(path)
     _mid_job(stack, video["id"])
     _kill_celery(worker)
@@ -232,14 +232,14 @@ def test_killed_worker_job_completes_once(stack: Stack, worker: Any, tmp_path: P
     assert done["attempts"] == 2
     rows = _clip_rows(stack, video["id"])
     assert [r[0] for r in rows] == list(range(len(rows)))  # no duplicates, no holes
-    assert rows[-1][2] == pytest.approx(360.0, abs=0.2)
+    assert rows[-1][2] == pytest.approx(900.0, abs=0.2)
 
 
 @pytest.mark.slow
 def test_crash_every_time_ends_failed_with_reason(
     stack: Stack, worker: Any, tmp_path: Path
 ) -> None:
-    path = videos.make_video(tmp_path / "crashy.mp4", duration=360.0, width=98, height=64, fps=10)
+    path = videos.make_video(tmp_path / "crashy.mp4", duration=900.0, width=98, height=64, fps=10)
     video = stack.upload(path)
     for attempt in (1, 2):  # VCAT_MAX_ATTEMPTS=2: the worker dies mid-job on every attempt
         _mid_job(stack, video["id"], attempt)
@@ -254,7 +254,7 @@ def test_crash_every_time_ends_failed_with_reason(
 
 @pytest.mark.slow
 def test_redis_restart_mid_job_loses_nothing(stack: Stack, worker: Any, tmp_path: Path) -> None:
-    path = videos.make_video(tmp_path / "r.mp4", duration=360.0, width=100, height=64, fps=10)
+    path = videos.make_video(tmp_path / "r.mp4", duration=900.0, width=100, height=64, fps=10)
     video = stack.upload(path)
     _mid_job(stack, video["id"])
     stack.redis.stop()
@@ -285,7 +285,7 @@ def test_postgres_outage_readyz_503_then_recovers(stack: Stack) -> None:
 
 @pytest.mark.slow
 def test_delete_mid_job_leaves_nothing(stack: Stack, worker: Any, tmp_path: Path) -> None:
-    path = videos.make_video(tmp_path / "d.mp4", duration=360.0, width=102, height=64, fps=10)
+    path = videos.make_video(tmp_path / "d.mp4", duration=900.0, width=102, height=64, fps=10)
     video = stack.upload(path)
     _mid_job(stack, video["id"])
     assert httpx.delete(f"{stack.url}/videos/{video['id']}", timeout=10).status_code == 204
