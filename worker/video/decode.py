@@ -1,8 +1,9 @@
 """Streaming decode with PyAV: sampled frames only, converted once, straight to model input size.
 
-Frames are decoded sequentially (FFmpeg threading on), never held beyond a one-frame lookahead;
-only the frames a clip window samples go through libswscale, in one pass from the decoder's
-pixel format to RGB at the resized size, then rotation and a centre crop on the small array.
+Frames are decoded sequentially (threads by frame size: ``_decode_threads``), never held beyond
+a one-frame lookahead; only the frames a clip window samples go through libswscale, in one pass
+from the decoder's pixel format to RGB at the resized size, then rotation and a centre crop on
+the small array.
 """
 
 from __future__ import annotations
@@ -141,7 +142,9 @@ def _decode_threads(stream: av.VideoStream) -> int:
     """FFmpeg's own choice (one thread per core) for large frames, 1 for small ones. Measured
     on 2 cores: 320x240 H.264 took 22-30% less CPU on one thread and no more wall time (frame
     threading's hand-offs cost more than a small frame's decode); 720p took 6% more CPU threaded
-    but 20% less wall time for a lone video."""
+    but 20% less wall time for a lone video. This is for the engine, whose decoders share the
+    cores with inference; training decodes clips one at a time with nothing beside it, and there
+    FFmpeg's threads still win on 128x128 (7 against 8-10 ms of wall time per clip)."""
     ctx = stream.codec_context
     return 1 if 0 < ctx.width * ctx.height <= SMALL_FRAME else 0
 
@@ -159,7 +162,8 @@ def iter_clips(
 
     ``geometry_for`` is ``(resize_short, crop)``. Each target time gets the frame on screen at
     that moment (the last frame starting at or before it). Windows past the last decodable frame
-    are dropped; their absence is reported in ``stats.warnings``.
+    are dropped; their absence is reported in ``stats.warnings``. ``threads``: decoder threads;
+    0 chooses by frame size (``_decode_threads``).
 
     ``frame_pts`` (``Timeline.pts``): with every frame's timestamp known up front, the decoder
     skips the non-reference frames that no window samples (FFmpeg ``skip_frame=NONREF``, set per
