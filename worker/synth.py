@@ -47,6 +47,23 @@ FLIP_MAP: dict[str, str] = {
     "holding something still": "holding something still",
 }
 FLIP_MAP_FILE = "flip_map.json"
+# Label of a clip played backwards. Every class here has a time-reversed counterpart (a clip
+# played backwards is a clip of its partner), which real actions often lack (falling reversed is
+# not getting up), so training reverses clips only when the dataset ships this map.
+REVERSE_MAP: dict[str, str] = {
+    "moving something from left to right": "moving something from right to left",
+    "moving something from right to left": "moving something from left to right",
+    "moving something up": "moving something down",
+    "moving something down": "moving something up",
+    "moving something closer": "moving something away",
+    "moving something away": "moving something closer",
+    "turning something clockwise": "turning something counterclockwise",
+    "turning something counterclockwise": "turning something clockwise",
+    "something appearing": "something disappearing",
+    "something disappearing": "something appearing",
+    "holding something still": "holding something still",
+}
+REVERSE_MAP_FILE = "reverse_map.json"
 
 SIZE = (128, 128)  # width, height
 FPS = 12
@@ -289,8 +306,9 @@ def generate_dataset(
 ) -> list[tuple[Path, str]]:
     """Write ``per_class`` clips of every action under ``out_dir/<folder>/NNNNN.mp4``.
 
-    Also writes ``flip_map.json`` so that training may flip clips horizontally with the right
-    label. Deterministic for a given seed. Returns (path, label) pairs.
+    Also writes ``flip_map.json`` and ``reverse_map.json`` so that training may flip clips
+    horizontally, or play them backwards, with the right label. Deterministic for a given seed.
+    Returns (path, label) pairs.
     """
     if per_class < 1:
         raise SynthError("--per-class must be at least 1")
@@ -311,6 +329,8 @@ def generate_dataset(
                 on_clip(path)
     flips = {a: b for a, b in FLIP_MAP.items() if a in actions and b in actions}
     (out_dir / FLIP_MAP_FILE).write_text(json.dumps(flips, indent=2) + "\n")
+    reverses = {a: b for a, b in REVERSE_MAP.items() if a in actions and b in actions}
+    (out_dir / REVERSE_MAP_FILE).write_text(json.dumps(reverses, indent=2) + "\n")
     return written
 
 

@@ -25,6 +25,7 @@ def test_folder_dataset(tiny_data: Path) -> None:
         "moving something up": "moving something up",
         "something appearing": "something appearing",
     }
+    assert data.reverse_map == {}  # the tiny set's classes have no reversed partner in it
 
 
 def test_csv_dataset(tiny_data: Path, tmp_path: Path) -> None:
@@ -67,6 +68,12 @@ def test_single_class(data_copy: Path) -> None:
         load_dataset(data_copy)
 
 
+def test_broken_label_map(data_copy: Path) -> None:
+    (data_copy / "reverse_map.json").write_text("[1, 2")
+    with pytest.raises(DataError, match=r"reverse_map\.json"):
+        load_dataset(data_copy)
+
+
 def test_missing_source(tmp_path: Path) -> None:
     with pytest.raises(DataError, match="no such folder"):
         load_dataset(tmp_path / "nope")
@@ -104,5 +111,24 @@ def test_clip_dataset_flips_with_label_map(tiny_data: Path) -> None:
             assert clip.shape == (4, 32, 32, 3)
             labels.add(label)
     assert labels == {0, 1}  # flipped "up" clips took the mapped label
+
+
+def test_clip_dataset_reverses_time_with_label_map(tiny_data: Path) -> None:
+    data = load_dataset(tiny_data)
+    data.flip_map = {}
+    plain = ClipDataset(data, range(4), 4, 32, 32, train=True, seed=0)  # all "moving something up"
+    data.reverse_map = {"moving something up": "something appearing"}  # a fake reversed pair
+    reversing = ClipDataset(data, range(4), 4, 32, 32, train=True, seed=0)
+    seen = set()
+    for epoch in range(4):
+        plain.set_epoch(epoch)
+        reversing.set_epoch(epoch)
+        for i in range(4):
+            (clip, label), (same, label0) = reversing[i], plain[i]
+            assert label0 == 0
+            seen.add(label)
+            # Same sampling, crop and jitter; a reversed clip is the plain one played backwards.
+            assert clip.equal(same.flip(0) if label == 1 else same)
+    assert seen == {0, 1}
     plain = ClipDataset(data, range(8), 4, 32, 32, train=False)
     assert plain[0][0].equal(plain[0][0])  # evaluation is deterministic

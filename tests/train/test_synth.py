@@ -16,6 +16,8 @@ from worker.synth import (
     FLIP_MAP,
     FLIP_MAP_FILE,
     FPS,
+    REVERSE_MAP,
+    REVERSE_MAP_FILE,
     SIZE,
     SynthError,
     _motion,
@@ -46,6 +48,8 @@ def test_dataset_layout_and_determinism(tmp_path: Path) -> None:
     assert not np.array_equal(frames, _decode(a[1][0]))  # clips of a class differ
     flips = json.loads((tmp_path / "a" / FLIP_MAP_FILE).read_text())
     assert flips == {"holding something still": "holding something still"}  # partner absent
+    reverses = json.loads((tmp_path / "a" / REVERSE_MAP_FILE).read_text())
+    assert reverses == {"holding something still": "holding something still"}
 
 
 @pytest.mark.parametrize(
@@ -79,6 +83,11 @@ def test_single_frames_do_not_give_direction_away() -> None:
 def test_flip_map_is_an_involution() -> None:
     assert set(FLIP_MAP) == set(ACTIONS)
     assert all(FLIP_MAP[FLIP_MAP[a]] == a for a in ACTIONS)
+
+
+def test_reverse_map_is_an_involution() -> None:
+    assert set(REVERSE_MAP) == set(ACTIONS)
+    assert all(REVERSE_MAP[REVERSE_MAP[a]] == a for a in ACTIONS)
 
 
 def test_still_object_really_is_still() -> None:

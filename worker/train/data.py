@@ -25,6 +25,7 @@ from torch.utils.data import Dataset
 
 VIDEO_SUFFIXES = {".mp4", ".m4v", ".mov", ".mkv", ".webm", ".avi", ".mpg", ".mpeg", ".ts"}
 FLIP_MAP_FILE = "flip_map.json"
+REVERSE_MAP_FILE = "reverse_map.json"
 MAX_SCALE = 1.15  # training zooms in by up to this factor before the random crop
 
 
@@ -45,6 +46,7 @@ class DataSet:
     labels: list[str]  # sorted class names; index = class id
     skipped: list[tuple[Path, str]]  # unreadable files and why
     flip_map: dict[str, str]  # label -> label after a horizontal flip; others never flip
+    reverse_map: dict[str, str]  # label -> label played backwards; others never reversed
 
     def targets(self) -> list[int]:
         index = {label: i for i, label in enumerate(self.labels)}
@@ -133,12 +135,23 @@ def load_dataset(
             f"found {len(labels)} class ({', '.join(labels)}); training needs at least "
             f"{min_classes} classes"
         )
-    flip_map: dict[str, str] = {}
-    flip_file = Path(source) / FLIP_MAP_FILE if Path(source).is_dir() else None
-    if flip_file is not None and flip_file.is_file():
-        raw = json.loads(flip_file.read_text())
-        flip_map = {str(k): str(v) for k, v in raw.items() if k in labels and v in labels}
-    return DataSet(items, labels, skipped, flip_map)
+    flip_map = _label_map(Path(source), FLIP_MAP_FILE, labels)
+    reverse_map = _label_map(Path(source), REVERSE_MAP_FILE, labels)
+    return DataSet(items, labels, skipped, flip_map, reverse_map)
+
+
+def _label_map(source: Path, name: str, labels: list[str]) -> dict[str, str]:
+    """``{label: label after the augmentation}`` from a JSON file in a dataset folder, if any."""
+    path = source / name
+    if not (source.is_dir() and path.is_file()):
+        return {}
+    try:
+        raw = json.loads(path.read_text())
+        if not isinstance(raw, dict):
+            raise ValueError("not a JSON object")
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise DataError(f"{path}: {exc}") from None
+    return {str(k): str(v) for k, v in raw.items() if k in labels and v in labels}
 
 
 def split(dataset: DataSet, val_fraction: float, seed: int) -> tuple[list[int], list[int]]:
@@ -220,8 +233,9 @@ def resize_crop(
 class ClipDataset(Dataset[tuple[torch.Tensor, int]]):
     """Returns ``(uint8 clip (T, S, S, 3), class index)``; normalisation happens on the batch.
 
-    ``train=True``: TSN random sampling, random crop/scale, brightness jitter, and a horizontal
-    flip only for classes in ``flip_map`` (the label changes accordingly: left<->right).
+    ``train=True``: TSN random sampling, random crop/scale, brightness jitter, a horizontal
+    flip only for classes in ``flip_map`` (the label changes accordingly: left<->right), and
+    time reversal only for classes in ``reverse_map`` (up<->down, appearing<->disappearing).
     """
 
     def __init__(
@@ -240,7 +254,7 @@ class ClipDataset(Dataset[tuple[torch.Tensor, int]]):
         self.items = [dataset.items[i] for i in indices]
         self.labels = list(labels or dataset.labels)
         self.index = {label: i for i, label in enumerate(self.labels)}
-        self.flip_map = dataset.flip_map
+        self.flip_map, self.reverse_map = dataset.flip_map, dataset.reverse_map
         self.t, self.size, self.short = num_segments, input_size, resize_short
         self.train, self.seed, self.epoch = train, seed, 0
         # Decoded clips, kept small: short side at the largest training scale. Training decodes
@@ -269,9 +283,12 @@ class ClipDataset(Dataset[tuple[torch.Tensor, int]]):
         clip = resize_crop(picked, self.short, self.size, rng)
         label = item.label
         if rng is not None:
+            gain = rng.uniform(0.8, 1.2)
+            clip = (clip.float() * gain).clamp(0, 255).to(torch.uint8)
             if label in self.flip_map and rng.random() < 0.5:
                 clip = clip.flip(2)
                 label = self.flip_map[label]
-            gain = rng.uniform(0.8, 1.2)
-            clip = (clip.float() * gain).clamp(0, 255).to(torch.uint8)
+            if label in self.reverse_map and rng.random() < 0.5:
+                clip = clip.flip(0)
+                label = self.reverse_map[label]
         return clip, self.index[label]
