@@ -11,7 +11,7 @@ import uuid
 from collections.abc import Iterable, Sequence
 from typing import Protocol
 
-from sqlalchemy import delete, insert, select, text, update
+from sqlalchemy import insert, select, text, update
 from sqlalchemy.orm import Session
 
 from service.models import Action, Clip, ClipScore, Model, Video
@@ -129,6 +129,29 @@ def _model_actions(
     return model_id, {r[0]: r[1] for r in actions}
 
 
+class ClaimLost(Exception):
+    """``replace_video_index(attempt=N)``: the video is no longer in attempt N (deleted, or
+    claimed by another worker); nothing was written."""
+
+
+# The derived rows of one video, in one statement (clip scores go with their clips).
+_CLEAR_SQL = text(
+    """
+    WITH c AS (DELETE FROM clips WHERE video_id = :v),
+         a AS (DELETE FROM video_actions WHERE video_id = :v)
+    DELETE FROM segments WHERE video_id = :v
+    """
+)
+# Summaries and segments of one video in one statement (both read the clip scores as of its
+# start, which include this transaction's inserts).
+_DERIVED_SQL = text(
+    "WITH summary AS ("
+    + _SUMMARY_SQL.format(where="WHERE video_id = :video_id")
+    + ")"
+    + _SEGMENTS_SQL.format(where="AND video_id = :video_id")
+)
+
+
 def replace_video_index(
     session: Session,
     video_id: uuid.UUID | str,
@@ -136,12 +159,15 @@ def replace_video_index(
     clips: Iterable[ClipResult],
     *,
     commit: bool = True,
+    attempt: int | None = None,
 ) -> int:
     """Store one video's full result, replacing any earlier one, in one transaction.
 
     Clips are numbered 0, 1, ... in the order given (time order). Marks the video ``done`` with
     progress 1 and the model used. Returns the number of clips. Raises IndexDataError (nothing
     written) for labels the model does not have, scores outside [0, 1] or end <= start.
+    ``attempt``: write only if the video is ``processing`` in that attempt (a worker's claim),
+    else raise ClaimLost (nothing written).
     """
     vid = uuid.UUID(str(video_id))
     try:
@@ -172,25 +198,9 @@ def replace_video_index(
                         "score": float(score),
                     }
                 )
-        if session.scalar(select(Video.id).where(Video.id == vid)) is None:
-            raise IndexDataError(f"no video {vid}")
-        session.execute(delete(Clip).where(Clip.video_id == vid))  # cascades to scores
-        session.execute(text("DELETE FROM video_actions WHERE video_id = :v"), {"v": vid})
-        session.execute(text("DELETE FROM segments WHERE video_id = :v"), {"v": vid})
-        if clip_rows:
-            session.execute(insert(Clip), clip_rows)
-        if score_rows:
-            session.execute(insert(ClipScore), score_rows)
-        threshold = get_settings().default_min_score
-        session.execute(
-            text(_SUMMARY_SQL.format(where="WHERE video_id = :video_id")),
-            {"video_id": vid, "threshold": threshold},
-        )
-        session.execute(
-            text(_SEGMENTS_SQL.format(where="AND video_id = :video_id")),
-            {"video_id": vid, "threshold": threshold},
-        )
-        session.execute(
+        # Marking it done first locks the row (a concurrent delete waits for this transaction)
+        # and proves the video (and the claim) still exists, in one round trip.
+        mark_done = (
             update(Video)
             .where(Video.id == vid)
             .values(
@@ -202,7 +212,21 @@ def replace_video_index(
                 indexed_at=text("now()"),
                 updated_at=text("now()"),
             )
+            .returning(Video.id)
         )
+        if attempt is not None:
+            mark_done = mark_done.where(Video.status == "processing", Video.attempts == attempt)
+        if session.execute(mark_done).one_or_none() is None:
+            if attempt is not None:
+                raise ClaimLost(f"video {vid} is no longer in attempt {attempt}")
+            raise IndexDataError(f"no video {vid}")
+        session.execute(_CLEAR_SQL, {"v": vid})
+        if clip_rows:
+            session.execute(insert(Clip), clip_rows)
+        if score_rows:
+            session.execute(insert(ClipScore), score_rows)
+        threshold = get_settings().default_min_score
+        session.execute(_DERIVED_SQL, {"video_id": vid, "threshold": threshold})
     except BaseException:
         session.rollback()
         raise

@@ -18,7 +18,7 @@ from typing import Any
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
-from service.index_writer import ClipResult, ModelLike, replace_video_index
+from service.index_writer import ClaimLost, ClipResult, ModelLike, replace_video_index
 from vcat.settings import get_settings
 
 WORKER_LOST = "the worker was lost while indexing (crash, kill or out of memory)"
@@ -100,16 +100,10 @@ def heartbeat(session: Session, job: Claim, progress: float) -> bool:
 
 def store(session: Session, job: Claim, model: ModelLike, clips: Sequence[ClipResult]) -> bool:
     """Replace the video's index in one transaction, if the claim still holds (False if not)."""
-    held = session.execute(
-        text("SELECT 1 FROM videos WHERE id = :id AND status = 'processing' AND attempts = :a "
-             "FOR UPDATE"),
-        {"id": job.video_id, "a": job.attempt},
-    ).one_or_none()  # fmt: skip
-    if held is None:
-        session.rollback()
+    try:
+        replace_video_index(session, job.video_id, model, clips, attempt=job.attempt)
+    except ClaimLost:
         return False
-    replace_video_index(session, job.video_id, model, clips, commit=False)
-    session.commit()
     return True
 
 

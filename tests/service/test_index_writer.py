@@ -9,6 +9,7 @@ from sqlalchemy import func, select, text
 from sqlalchemy.orm import Session
 
 from service.index_writer import (
+    ClaimLost,
     IndexDataError,
     ensure_model,
     rebuild_segments,
@@ -69,6 +70,29 @@ def test_bad_results_write_nothing(db: Session, seed_video: SeedVideo, clips: li
 def test_unknown_video(db: Session) -> None:
     with pytest.raises(IndexDataError, match="no video"):
         replace_video_index(db, uuid.uuid4(), FakeModel(), [(0.0, 1.0, [], None)])
+
+
+def test_attempt_fences_the_write(db: Session, seed_video: SeedVideo) -> None:
+    vid = seed_video([[("dancing", 0.9)]])
+    db.execute(text("UPDATE videos SET status = 'processing', attempts = 2 WHERE id = :v"),
+               {"v": vid})  # fmt: skip
+    db.commit()
+    for attempt in (1, 3):  # a worker whose claim was taken over writes nothing
+        with pytest.raises(ClaimLost):
+            replace_video_index(db, vid, FakeModel(), [(0.0, 1.0, [("idle", 0.7)], None)],
+                                attempt=attempt)  # fmt: skip
+        video = db.get(Video, vid)
+        assert video is not None and video.status == "processing"
+        db.expire_all()
+    assert replace_video_index(db, vid, FakeModel(), [(0.0, 1.0, [("idle", 0.7)], None)] * 2,
+                               attempt=2) == 2  # fmt: skip
+    video = db.get(Video, vid)
+    assert video is not None and video.status == "done"
+    assert db.scalar(select(func.count()).select_from(Clip).where(Clip.video_id == vid)) == 2
+    segments = db.execute(
+        text("SELECT first_clip, last_clip FROM segments WHERE video_id = :v"), {"v": vid}
+    ).all()
+    assert [tuple(r) for r in segments] == [(0, 1)]
 
 
 def test_rebuild_segments_at_a_new_threshold(db: Session, seed_video: SeedVideo) -> None:

@@ -7,7 +7,13 @@ import numpy as np
 import pytest
 
 from tests import videos
-from worker.video.decode import DecodeStats, iter_clips, plan_geometry, scan_timeline
+from worker.video.decode import (
+    DecodeStats,
+    iter_clips,
+    plan_geometry,
+    probe_and_scan,
+    scan_timeline,
+)
 from worker.video.errors import VideoError
 from worker.video.probe import probe_video
 from worker.video.sampling import frame_for_time, plan_windows
@@ -169,6 +175,20 @@ def test_bad_input_gives_typed_error(
     assert err.value.reason == reason
     assert str(path) in str(err.value)
     assert "\n" not in str(err.value)
+    with pytest.raises(VideoError) as again:  # the pipeline's one-pass probe says the same
+        probe_and_scan(path)
+    assert again.value.reason == reason
+
+
+def test_probe_and_scan_is_probe_plus_scan(vdir: Path, cfr_video: Path, vfr_video: Path) -> None:
+    others = [
+        videos.make_video(vdir / "ps_rot.mp4", width=48, height=80, rotation=90, duration=0.6),
+        videos.make_video(vdir / "ps.h264", width=64, height=48, duration=0.6, container="h264"),
+        videos.make_video(vdir / "ps.webm", width=64, height=48, duration=0.6, codec="vp9"),
+        videos.make_truncated_mp4(vdir / "ps_cut.mp4", width=64, height=48),
+    ]
+    for path in [cfr_video, vfr_video, *others]:
+        assert probe_and_scan(path) == (probe_video(path), scan_timeline(path)), path
 
 
 def test_urls_and_protocol_prefixes_are_never_opened(tmp_path: Path, cfr_video: Path) -> None:

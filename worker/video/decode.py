@@ -20,7 +20,14 @@ import numpy as np
 from av.video.reformatter import VideoReformatter
 
 from worker.video.errors import VideoError
-from worker.video.probe import open_video
+from worker.video.probe import (
+    PROBE_DECODE_PACKETS,
+    VideoInfo,
+    describe,
+    ffmpeg_reason,
+    first_frame_rotation,
+    open_video,
+)
 from worker.video.sampling import EPS, Window
 
 
@@ -79,6 +86,17 @@ def plan_geometry(
 
 def scan_timeline(path: Path | str) -> Timeline:
     """Exact start and end of the first video stream, from packet timestamps only."""
+    return _scan(path, probe=False)[1]
+
+
+def probe_and_scan(path: Path | str) -> tuple[VideoInfo, Timeline]:
+    """``probe_video`` and ``scan_timeline`` in one pass over the file (one open, one demux)."""
+    info, timeline = _scan(path, probe=True)
+    assert info is not None
+    return info, timeline
+
+
+def _scan(path: Path | str, probe: bool) -> tuple[VideoInfo | None, Timeline]:
     container, stream = open_video(path)
     with container:
         tb = stream.time_base or Fraction(1, 90000)
@@ -87,9 +105,14 @@ def scan_timeline(path: Path | str) -> Timeline:
         end: int | None = None
         count = 0
         error = None
+        rotation: int | None = None
         all_pts: array[int] | None = array("q")
         try:
-            for packet in container.demux(stream):
+            for n, packet in enumerate(container.demux(stream)):
+                # Probing decodes up to the first frame (the empty end-of-stream packet flushes
+                # a decoder's delayed frames), as probe_video does.
+                if probe and rotation is None and n <= PROBE_DECODE_PACKETS:
+                    rotation = first_frame_rotation(packet)
                 if packet.size == 0:
                     continue  # the demuxer's end-of-stream marker
                 count += 1
@@ -107,13 +130,16 @@ def scan_timeline(path: Path | str) -> Timeline:
                 first = pts if first is None else min(first, pts)
                 end = pts + dur if end is None else max(end, pts + dur)
         except av.FFmpegError as exc:
+            if probe and rotation is None:
+                raise VideoError(path, "unreadable", ffmpeg_reason(exc)) from None
             error = str(exc)
+        info = describe(path, container, stream, rotation) if probe else None
         if first is None or end is None:
             raise VideoError(path, "no_frames", "no video packets")
         if stream.start_time is not None:
             first = max(first, stream.start_time)
         sorted_pts = array("q", sorted(all_pts)) if all_pts is not None else None
-        return Timeline(first * tb, float((end - first) * tb), count, error, sorted_pts)
+        return info, Timeline(first * tb, float((end - first) * tb), count, error, sorted_pts)
 
 
 @dataclass

@@ -29,9 +29,9 @@ import torch
 
 from worker.tsm.meta import ModelMeta
 from worker.video.batching import Batcher
-from worker.video.decode import ClipFrames, DecodeStats, Timeline, iter_clips, scan_timeline
+from worker.video.decode import ClipFrames, DecodeStats, Timeline, iter_clips, probe_and_scan
 from worker.video.errors import VideoError
-from worker.video.probe import VideoInfo, probe_video
+from worker.video.probe import VideoInfo
 from worker.video.sampling import plan_windows
 from worker.video.segments import Segment, find_segments
 from worker.video.thumbnails import encode_jpeg
@@ -131,8 +131,8 @@ def _clip_source(
 def _clips(
     job: _Job, meta: ModelMeta, window: float, stride: float, thumbnails: bool
 ) -> Iterator[_Clip]:
-    job.info = probe_video(job.path)
-    job.timeline = timeline = scan_timeline(job.path)
+    job.info, job.timeline = probe_and_scan(job.path)
+    timeline = job.timeline
     declared = job.info.duration
     if timeline.read_error or (
         declared is not None and declared > timeline.duration + TRUNCATION_SLACK

@@ -78,7 +78,7 @@ def open_video(path: Path | str) -> tuple[av.container.InputContainer, av.VideoS
             metadata_errors="replace",
         )
     except av.FFmpegError as exc:
-        raise VideoError(path, "unreadable", _ffmpeg_reason(exc)) from None
+        raise VideoError(path, "unreadable", ffmpeg_reason(exc)) from None
     try:
         fmt = container.format.name
         if set(fmt.split(",")) & BLOCKED_FORMATS:
@@ -105,7 +105,7 @@ def open_video(path: Path | str) -> tuple[av.container.InputContainer, av.VideoS
     return container, stream
 
 
-def _ffmpeg_reason(exc: av.FFmpegError) -> str:
+def ffmpeg_reason(exc: av.FFmpegError) -> str:
     text = getattr(exc, "strerror", None) or str(exc)
     return text.split(":")[0].strip() or type(exc).__name__
 
@@ -117,38 +117,52 @@ def probe_video(path: Path | str) -> VideoInfo:
         rotation = None
         try:  # the demuxer's last packet is empty and flushes the decoder's delayed frames
             for n, packet in enumerate(container.demux(stream)):
-                try:
-                    frames = packet.decode()
-                except av.FFmpegError:
-                    frames = []
-                if frames:
-                    rotation = round(frames[0].rotation) % 360
-                    break
-                if n >= PROBE_DECODE_PACKETS:
+                rotation = first_frame_rotation(packet)
+                if rotation is not None or n >= PROBE_DECODE_PACKETS:
                     break
         except av.FFmpegError as exc:
-            raise VideoError(path, "unreadable", _ffmpeg_reason(exc)) from None
-        if rotation is None:
-            raise VideoError(path, "no_frames")
-        duration = None
-        if stream.duration is not None and stream.time_base is not None:
-            duration = float(stream.duration * stream.time_base)
-        elif container.duration is not None:
-            duration = container.duration / av.time_base
-        fps = stream.average_rate or stream.guessed_rate or stream.base_rate
-        coded_w, coded_h = stream.codec_context.width, stream.codec_context.height
-        turned = rotation in (90, 270)
-        return VideoInfo(
-            path=str(path),
-            duration=duration,
-            fps=float(fps) if fps else None,
-            width=coded_h if turned else coded_w,
-            height=coded_w if turned else coded_h,
-            coded_width=coded_w,
-            coded_height=coded_h,
-            codec=stream.codec_context.name,
-            container=container.format.name,
-            rotation=rotation,
-            frame_count=stream.frames or None,
-            has_audio=bool(container.streams.audio),
-        )
+            raise VideoError(path, "unreadable", ffmpeg_reason(exc)) from None
+        return describe(path, container, stream, rotation)
+
+
+def first_frame_rotation(packet: av.Packet) -> int | None:
+    """Decode ``packet``; the rotation of the first frame it yields, or None (no frame yet)."""
+    try:
+        frames = packet.decode()
+    except av.FFmpegError:
+        return None
+    return round(frames[0].rotation) % 360 if frames else None
+
+
+def describe(
+    path: Path | str,
+    container: av.container.InputContainer,
+    stream: av.VideoStream,
+    rotation: int | None,
+) -> VideoInfo:
+    """``VideoInfo`` of an open video whose first frame decoded with ``rotation`` (None: no
+    frame decoded, a VideoError)."""
+    if rotation is None:
+        raise VideoError(path, "no_frames")
+    duration = None
+    if stream.duration is not None and stream.time_base is not None:
+        duration = float(stream.duration * stream.time_base)
+    elif container.duration is not None:
+        duration = container.duration / av.time_base
+    fps = stream.average_rate or stream.guessed_rate or stream.base_rate
+    coded_w, coded_h = stream.codec_context.width, stream.codec_context.height
+    turned = rotation in (90, 270)
+    return VideoInfo(
+        path=str(path),
+        duration=duration,
+        fps=float(fps) if fps else None,
+        width=coded_h if turned else coded_w,
+        height=coded_w if turned else coded_h,
+        coded_width=coded_w,
+        coded_height=coded_h,
+        codec=stream.codec_context.name,
+        container=container.format.name,
+        rotation=rotation,
+        frame_count=stream.frames or None,
+        has_audio=bool(container.streams.audio),
+    )

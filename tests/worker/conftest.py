@@ -1,0 +1,3 @@
+"""The worker's tests reuse the catalogue's database fixtures (a clean database, seeding)."""
+
+from tests.service.conftest import db, media_root, seed_video  # noqa: F401
