@@ -206,22 +206,22 @@ def _register(
             model_name=options.model,
             options=_index_options(options),
         )
-        session.add(video)
-        session.flush()
-        _remember(session, principal, idem_key, request_hash, video_id)
-        tmp.rename(storage.media_root() / name)
-        audit.record(
-            session,
-            principal,
-            "upload",
-            video_id=video_id,
-            commit=False,
-            detail={"source": source, "url": source_url, "size": size},
-            request=client_request,
-        )
         try:
+            session.add(video)
+            session.flush()
+            _remember(session, principal, idem_key, request_hash, video_id)
+            tmp.rename(storage.media_root() / name)
+            audit.record(
+                session,
+                principal,
+                "upload",
+                video_id=video_id,
+                commit=False,
+                detail={"source": source, "url": source_url, "size": size},
+                request=client_request,
+            )
             session.commit()
-        except IntegrityError:  # a concurrent identical upload or key won
+        except IntegrityError:  # a concurrent identical upload or key won (at flush or commit)
             session.rollback()
             (storage.media_root() / name).unlink(missing_ok=True)
             again = _idempotent(session, principal, idem_key, request_hash) or session.scalar(

@@ -76,6 +76,31 @@ def test_upload_probes_stores_and_enqueues(
     assert db.scalar(select(func.count()).select_from(Video)) == 1
 
 
+def test_identical_upload_racing_an_uncommitted_one_gets_that_video(
+    client: TestClient, make_video: Callable[..., Path], db: Session, media_root: Path
+) -> None:
+    import hashlib
+    import threading
+
+    path = make_video(duration=0.5)
+    other = Video(id=uuid.uuid4(), source="upload", size=1, status="queued", options={},
+                  sha256=hashlib.sha256(path.read_bytes()).hexdigest())  # fmt: skip
+    db.add(other)
+    db.flush()  # inserted, not committed: the upload's own insert waits on the unique index
+    result: list[httpx.Response] = []
+    upload = threading.Thread(target=lambda: result.append(_upload(client, path)))
+    upload.start()
+    upload.join(timeout=1.5)
+    assert upload.is_alive()  # blocked behind the open transaction
+    db.commit()
+    upload.join(timeout=30)
+    assert result and result[0].status_code == 200, result[0].text if result else "no response"
+    assert result[0].json()["id"] == str(other.id)
+    assert db.scalar(select(func.count()).select_from(Video)) == 1
+    assert not [p for p in media_root.glob("*.mp4")]  # the loser's file is gone
+    assert list((media_root / ".incoming").iterdir()) == []
+
+
 def test_idempotency_key(
     client: TestClient, make_video: Callable[..., Path], redis_client: redis.Redis
 ) -> None:

@@ -27,6 +27,7 @@ from worker.video.probe import (
     ffmpeg_reason,
     first_frame_rotation,
     open_video,
+    single_threaded,
 )
 from worker.video.sampling import EPS, Window
 
@@ -99,6 +100,7 @@ def probe_and_scan(path: Path | str) -> tuple[VideoInfo, Timeline]:
 def _scan(path: Path | str, probe: bool) -> tuple[VideoInfo | None, Timeline]:
     container, stream = open_video(path)
     with container:
+        single_threaded(stream)
         tb = stream.time_base or Fraction(1, 90000)
         rate = stream.average_rate or stream.guessed_rate or Fraction(25)
         first: int | None = None
