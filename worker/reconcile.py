@@ -69,9 +69,11 @@ class Housekeeper(threading.Thread):
     def run(self) -> None:
         settings = get_settings()
         period = settings.reconcile_seconds
+        # One client for every pass (a new connection per pass was most of this thread's CPU);
+        # redis-py reconnects by itself after a broker restart.
+        client = redis.Redis.from_url(settings.broker_url or "", socket_timeout=5)
         while not self.stopped.is_set():
             try:
-                client = redis.Redis.from_url(settings.broker_url or "", socket_timeout=5)
                 for q in self.queues:
                     key = tasks.WORKER_KEY.format(queue=q, name=self.worker_name)
                     client.set(key, "1", ex=int(3 * period) + 1)
@@ -82,10 +84,10 @@ class Housekeeper(threading.Thread):
                 )
                 if client.set(LOCK_KEY, self.worker_name, nx=True, ex=max(1, int(period) - 1)):
                     reconcile_once()
-                client.close()
             except Exception:  # a broker or database outage: try again next period
                 log.exception("housekeeping pass failed")
             self.stopped.wait(period)
+        client.close()
 
     def stop(self) -> None:
         self.stopped.set()
