@@ -12,6 +12,12 @@ housekeeper) to report the inference thread's idle fraction, and the CPU seconds
 the stack used. Every video is 320x240 at 25 fps. ``--repeat`` rounds alternate (a) and (b) in
 the same service (deleting the videos in between); the ratio is of the medians, since one 5 s
 run of (a) varies by 20% on a shared machine. Target: (b) >= 80% of (a).
+
+Before the service starts, the same (a) and (b) run through the worker's engine alone, in this
+process (built by the worker's own ``worker.tasks._load_engine``; (b) with as many videos in
+flight as a worker runs jobs): no HTTP, queue or database. The two ratios side by side split
+the gap between the engine's cross-video batching and the per-video cost of the service around
+it. ``--no-engine`` skips this.
 """
 
 from __future__ import annotations
@@ -40,6 +46,7 @@ from tests.support import free_port  # noqa: E402
 from tests.videos import make_video  # noqa: E402
 from vcat import migrate  # noqa: E402
 from vcat.embedded import EmbeddedPostgres, EmbeddedRedis  # noqa: E402
+from vcat.settings import get_settings  # noqa: E402
 from worker.reconcile import STATS_KEY  # noqa: E402
 
 
@@ -221,10 +228,20 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
     long_path = video("long", args.long_minutes * 60)
     shorts = [video(f"short{i:03d}", args.short_seconds, i + 1) for i in range(args.short)]
+    settings = dict(kv.split("=", 1) for kv in args.set)
+    engine = None
+    if args.engine:
+        # The service's settings for the in-process engine too (batch size, threads, models).
+        os.environ.update(settings)
+        if args.model_dir is not None:
+            os.environ["VCAT_MODEL_DIR"] = str(args.model_dir.resolve())
+        get_settings.cache_clear()
+        engine = engine_only(args.model, long_path, shorts, args.repeat)
+        print(f"engine only: (a) {engine['a_rate_median']:.1f}, (b) {engine['b_rate_median']:.1f} "
+              f"video-s/s, (b)/(a) {engine['b_over_a']:.2f}", flush=True)  # fmt: skip
     rounds: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="vcat-bench-service-") as tmp:
         root = Path(tmp)
-        settings = dict(kv.split("=", 1) for kv in args.set)
         with Service(root, args.model, args.model_dir, settings) as svc:
             warm_up(svc, video("warm", 2.0, args.short + 1))
             for _ in range(args.repeat):
@@ -240,6 +257,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "a_rate_median": a_rate,
         "b_rate_median": b_rate,
         "b_over_a": b_rate / a_rate,
+        "engine_only": engine,
     }
 
 
@@ -281,6 +299,39 @@ def _round(svc: Service, long_path: Path, shorts: list[Path]) -> dict[str, Any]:
     }  # fmt: skip
 
 
+def engine_only(model: str, long_path: Path, shorts: list[Path], rounds: int) -> dict[str, Any]:
+    """(a) and (b) through one in-process ``IndexEngine``, as a worker builds it."""
+    from concurrent.futures import FIRST_COMPLETED, Future, wait
+
+    from worker.tasks import _load_engine
+
+    engine = _load_engine(model)
+    in_flight = get_settings().worker_concurrency
+
+    def index(paths: list[Path]) -> dict[str, float]:
+        """Video-seconds per wall second (and CPU seconds used), at most ``in_flight`` videos
+        submitted at a time."""
+        todo, running, seconds = list(paths), set[Future[Any]](), 0.0
+        began, cpu = time.monotonic(), time.process_time()
+        while todo or running:
+            while todo and len(running) < in_flight:
+                running.add(engine.submit(todo.pop(0), thumbnails=True).future)
+            done, running = wait(running, return_when=FIRST_COMPLETED)
+            seconds += sum(f.result().duration for f in done)
+        wall = time.monotonic() - began
+        return {"rate": seconds / wall, "wall_seconds": wall,
+                "cpu_seconds": time.process_time() - cpu}  # fmt: skip
+
+    try:
+        index(shorts[:4])  # warm: first-call costs are not timed
+        runs = [{"a": index([long_path]), "b": index(shorts)} for _ in range(rounds)]
+    finally:
+        engine.close()
+    a = statistics.median(r["a"]["rate"] for r in runs)
+    b = statistics.median(r["b"]["rate"] for r in runs)
+    return {"rounds": runs, "a_rate_median": a, "b_rate_median": b, "b_over_a": b / a}
+
+
 def _cpu_text(case: dict[str, Any], cores: int) -> str:
     parts = ", ".join(f"{k} {v:.1f}" for k, v in case["cpu_seconds"].items())
     return f"{parts} of {case['wall_seconds'] * cores:.1f}"
@@ -300,6 +351,8 @@ def main() -> None:
                     help="a setting for the service's processes (repeatable)")  # fmt: skip
     cache = Path(tempfile.gettempdir()) / "vcat-bench-service"
     ap.add_argument("--cache", type=Path, default=cache, help="generated videos, kept for reuse")
+    ap.add_argument("--no-engine", dest="engine", action="store_false",
+                    help="skip the engine-only baseline")  # fmt: skip
     args = ap.parse_args()
     if args.quick:
         args.long_minutes, args.short = 2.0, 30
@@ -315,6 +368,13 @@ def main() -> None:
         print(f"{'':<52}(b) {_cpu_text(b, cores)}")
     print(f"{'median':<7}{result['a_rate_median']:>12.1f}{result['b_rate_median']:>14.1f}"
           f"{result['b_over_a']:>9.2f}   (target >= 0.80)")  # fmt: skip
+    engine = result["engine_only"]
+    if engine is not None:
+        cpu = " / ".join(f"{r['a']['cpu_seconds']:.1f}, {r['b']['cpu_seconds']:.1f}"
+                         for r in engine["rounds"])  # fmt: skip
+        print(f"{'engine':<7}{engine['a_rate_median']:>12.1f}{engine['b_rate_median']:>14.1f}"
+              f"{engine['b_over_a']:>9.2f}   the worker's engine alone, no API, queue or "
+              f"database (medians); CPU core-s (a), (b) by round: {cpu}")  # fmt: skip
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(result, indent=2) + "\n")
