@@ -33,6 +33,8 @@ def test_trained_model_round_trips_through_the_store(tiny_config: TrainConfig) -
     prov = meta.provenance
     assert prov["seed"] == 3 and prov["epochs"] == 1 and prov["data"] == str(tiny_config.data)
     assert prov["clips"] == {"train": 8, "val": 0, "skipped": 0}
+    flips = {label: label for label in meta.labels}  # neither class has a mirrored partner
+    assert prov["augment"] == {"flip": flips, "reverse": {}}
     x = torch.randn(2, 2, 3, 32, 32)
     result.model.eval()
     with torch.no_grad():

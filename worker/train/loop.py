@@ -385,6 +385,9 @@ def _train(
             "trained_by": "vcat train",
             "data": str(config.data),
             "clips": {"train": len(train_idx), "val": len(val_idx), "skipped": len(data.skipped)},
+            # The label maps training augmented with (label -> label after a horizontal flip /
+            # played backwards); classes not listed were never flipped or reversed.
+            "augment": {"flip": data.flip_map, "reverse": data.reverse_map},
             "seed": config.seed,
             "epochs": last.epoch if last else 0,
             "steps": step,
