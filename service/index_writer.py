@@ -158,7 +158,6 @@ def replace_video_index(
     model: ModelLike,
     clips: Iterable[ClipResult],
     *,
-    commit: bool = True,
     attempt: int | None = None,
 ) -> int:
     """Store one video's full result, replacing any earlier one, in one transaction.
@@ -230,6 +229,5 @@ def replace_video_index(
     except BaseException:
         session.rollback()
         raise
-    if commit:
-        session.commit()
+    session.commit()
     return len(clip_rows)

@@ -138,7 +138,7 @@ def test_jpeg_encoder_reuse_gives_each_image_its_own_bytes() -> None:
     odd = rng.integers(0, 255, (33, 47, 3), dtype=np.uint8)
     first_a, first_b = thumbnails.encode_jpeg(a), thumbnails.encode_jpeg(b)
     assert thumbnails.encode_jpeg(odd) != first_a
-    thumbnails._local.__dict__.clear()  # fresh encoders
+    thumbnails._local.__init__()  # fresh encoders and swscale context
     assert thumbnails.encode_jpeg(b) == first_b and thumbnails.encode_jpeg(a) == first_a
     with av.open(io.BytesIO(thumbnails.encode_jpeg(odd)), "r") as c:
         frame = next(c.decode(video=0))

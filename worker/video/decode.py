@@ -100,7 +100,8 @@ def probe_and_scan(path: Path | str) -> tuple[VideoInfo, Timeline]:
 def _scan(path: Path | str, probe: bool) -> tuple[VideoInfo | None, Timeline]:
     container, stream = open_video(path)
     with container:
-        single_threaded(stream)
+        if probe:
+            single_threaded(stream)
         tb = stream.time_base or Fraction(1, 90000)
         rate = stream.average_rate or stream.guessed_rate or Fraction(25)
         first: int | None = None
