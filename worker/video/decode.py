@@ -215,11 +215,12 @@ def iter_clips(
         stream.thread_type = "AUTO"
         stream.codec_context.thread_count = threads or _decode_threads(stream)
         tb = stream.time_base or Fraction(1, 90000)
-        needed = _sampled_pts(frame_pts, target_times, tb, origin) if frame_pts else None
+        seconds = _PtsClock(tb, origin)
+        needed = _sampled_pts(frame_pts, target_times, seconds) if frame_pts else None
         rate = stream.average_rate or stream.guessed_rate or Fraction(25)
         geometry: Geometry | None = None
         prev: tuple[float, av.VideoFrame] | None = None
-        clock = Fraction(0)  # exact start of ``prev``
+        clock: int | Fraction = 0  # ``start`` of ``prev``
 
         def assign(upto: float, frame_time: float, frame: av.VideoFrame) -> None:
             """Give ``frame`` to every pending target before ``upto``."""
@@ -253,13 +254,17 @@ def iter_clips(
                 next_emit += 1
 
         for frame in _decode(container, stream, stats, needed):
+            start: int | Fraction  # the frame's pts, or its exact time when it has none
             if frame.pts is not None:
-                exact = frame.pts * tb - origin
-            elif prev is None:
-                exact = Fraction(0)
-            else:  # no timestamps: the previous frame's end (same rule as scan_timeline)
-                exact = clock + (prev[1].duration * tb if prev[1].duration else 1 / rate)
-            t = float(exact)
+                start = frame.pts
+                t = seconds(start)
+            else:
+                if prev is None:
+                    start = Fraction(0)
+                else:  # no timestamps: the previous frame's end (same rule as scan_timeline)
+                    begun = seconds.exact(clock) if isinstance(clock, int) else clock
+                    start = begun + (prev[1].duration * tb if prev[1].duration else 1 / rate)
+                t = float(start)
             if prev is not None and t <= prev[0]:
                 continue  # out-of-order or duplicate timestamp: keep the stream monotonic
             if geometry is None:
@@ -271,7 +276,7 @@ def iter_clips(
                 assign(t, t, frame)  # targets before the first frame get the first frame
             else:
                 assign(t, *prev)
-            prev, clock = (t, frame), exact
+            prev, clock = (t, frame), start
             stats.last_time = t
             yield from ready()
             if next_target == len(targets):
@@ -299,13 +304,31 @@ def iter_clips(
             )
 
 
+class _PtsClock:
+    """pts -> seconds after ``origin``: ``float(pts * time_base - origin)`` to the last bit, in
+    integer arithmetic (Python divides ints with correct rounding, exactly as ``float`` of a
+    Fraction does); 3 us a frame in Fractions against 0.3, on 15,000 frames in a 10-minute video"""
+
+    def __init__(self, time_base: Fraction, origin: Fraction) -> None:
+        # pts * n/d - on/od = (pts * n * od - on * d) / (d * od)
+        self.scale = time_base.numerator * origin.denominator
+        self.offset = origin.numerator * time_base.denominator
+        self.denominator = time_base.denominator * origin.denominator
+
+    def __call__(self, pts: int) -> float:
+        return (pts * self.scale - self.offset) / self.denominator
+
+    def exact(self, pts: int) -> Fraction:
+        return Fraction(pts * self.scale - self.offset, self.denominator)
+
+
 def _sampled_pts(
-    frame_pts: Sequence[int], target_times: list[float], tb: Fraction, origin: Fraction
+    frame_pts: Sequence[int], target_times: list[float], seconds: _PtsClock
 ) -> set[int]:
     """The pts of the frames on screen at the target times, and of their neighbours (so that a
     float rounding at a frame boundary can never pick a frame that was skipped); and the first
     and last frames."""
-    times = [float(p * tb - origin) - EPS for p in frame_pts]
+    times = [seconds(p) - EPS for p in frame_pts]
     needed = {frame_pts[0], frame_pts[-1]}  # the last frame's end closes the final window
     for t in target_times:
         i = max(0, bisect.bisect_right(times, t) - 1)
