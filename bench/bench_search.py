@@ -1,12 +1,15 @@
 """Search benchmark: 1M clip scores, 32 concurrent clients, mixed /search queries.
 
     .venv/bin/python bench/bench_search.py [--videos 10000] [--clips 20] [--seconds 30]
+                                           [--servers vcat uvicorn]
 
 Seeds (in SQL) 10k videos x 20 clips x top-5 = 1,000,000 clip scores over the 400 Kinetics
-action names, in scenes of a few clips so segments form; starts uvicorn on the seeded database;
-then 32 clients issue a mix of exact, fuzzy, sort=time, per-video and two-action searches for the
-given time and the script prints p50/p99 latency and requests/s. Uses VCAT_DATABASE_URL if set
-(a scratch database is created and dropped there), else an embedded Postgres in a temp folder.
+action names, in scenes of a few clips so segments form; starts the API on the seeded database
+(``vcat api``, as users run it; ``--servers vcat uvicorn`` also runs plain ``uvicorn --workers``
+after it for comparison); then 32 clients issue a mix of exact, fuzzy, sort=time, per-video and
+two-action searches for the given time and the script prints p50/p99 latency and requests/s.
+Uses VCAT_DATABASE_URL if set (a scratch database is created and dropped there), else an
+embedded Postgres in a temp folder.
 """
 
 from __future__ import annotations
@@ -35,9 +38,13 @@ sys.path.insert(0, str(REPO))
 
 from service.db import normalize_database_url  # noqa: E402
 from service.index_writer import ensure_model, rebuild_segments  # noqa: E402
-from tests.support import free_port, start_uvicorn  # noqa: E402
+from tests.support import free_port, start_api  # noqa: E402
 from vcat import migrate  # noqa: E402
 
+SERVERS = {
+    "vcat": "vcat api (a socket per process)",
+    "uvicorn": "uvicorn --workers (one shared socket)",
+}
 LABELS_FILE = REPO.parent / "shared" / "labels" / "kinetics400.txt"
 
 SEED_SQL = [
@@ -174,16 +181,22 @@ def run(url: str, args: argparse.Namespace) -> dict[str, Any]:
         str(uuid.UUID(bytes=bytes.fromhex(__import__("hashlib").md5(f"v{i}".encode()).hexdigest())))
         for i in range(1, args.videos + 1)
     ]
-    port = free_port()
     env = {**os.environ, "VCAT_DATABASE_URL": url, "VCAT_AUDIT_ENABLED": str(args.audit)}
-    server = start_uvicorn(env, port, workers=args.workers)
-    try:
-        _run_load(port, labels, video_ids, args.clients, 3)  # warm-up
-        latencies, errors = _run_load(port, labels, video_ids, args.clients, args.seconds)
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
-    return report(latencies, errors, args)
+    results = {}
+    for name in args.servers:
+        port = free_port()
+        server = start_api(env, port, workers=args.workers, server=name)
+        try:
+            _run_load(port, labels, video_ids, args.clients, 3)  # warm-up
+            latencies, errors = _run_load(port, labels, video_ids, args.clients, args.seconds)
+        finally:
+            server.terminate()
+            server.wait(timeout=30)
+        results[name] = report(name, latencies, errors, args)
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(results, indent=2) + "\n")
+    return results
 
 
 def _summary(ms: list[float], seconds: float) -> dict[str, float]:
@@ -194,25 +207,22 @@ def _summary(ms: list[float], seconds: float) -> dict[str, float]:
 
 
 def report(
-    latencies: list[tuple[str, float]], errors: int, args: argparse.Namespace
+    server: str, latencies: list[tuple[str, float]], errors: int, args: argparse.Namespace
 ) -> dict[str, Any]:
     kinds: dict[str, list[float]] = {}
     for kind, seconds in latencies:
         kinds.setdefault(kind, []).append(seconds * 1000)
     rows = {"all": _summary([ms for v in kinds.values() for ms in v], args.seconds)}
     rows |= {k: _summary(v, args.seconds) for k, v in sorted(kinds.items())}
-    print(f"\n/search, {args.clients} clients for {args.seconds:g} s, {args.workers} uvicorn "
-          f"worker(s), {os.cpu_count()} CPUs, errors {errors}")  # fmt: skip
+    print(f"\n/search on {SERVERS[server]}, {args.workers} process(es), {args.clients} clients "
+          f"for {args.seconds:g} s, {os.cpu_count()} CPUs, errors {errors}")  # fmt: skip
     print(f"{'queries':<12}{'requests':>10}{'req/s':>8}{'p50 ms':>9}{'p99 ms':>9}{'mean ms':>9}")
     for kind, r in rows.items():
         print(f"{kind:<12}{r['requests']:>10,}{r['req_s']:>8.0f}{r['p50_ms']:>9.1f}"
               f"{r['p99_ms']:>9.1f}{r['mean_ms']:>9.1f}")  # fmt: skip
-    result = {"clients": args.clients, "seconds": args.seconds, "workers": args.workers,
-              "cpus": os.cpu_count(), "errors": errors, "latency": rows}  # fmt: skip
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(result, indent=2) + "\n")
-    return result
+    return {"server": server, "clients": args.clients, "seconds": args.seconds,
+            "workers": args.workers, "cpus": os.cpu_count(), "errors": errors,
+            "latency": rows}  # fmt: skip
 
 
 def main() -> None:
@@ -221,7 +231,10 @@ def main() -> None:
     parser.add_argument("--clips", type=int, default=20, help="clips per video")
     parser.add_argument("--seconds", type=float, default=30)
     parser.add_argument("--clients", type=int, default=32)
-    parser.add_argument("--workers", type=int, default=max(1, (os.cpu_count() or 2)))
+    parser.add_argument("--workers", type=int, default=max(1, (os.cpu_count() or 2)),
+                        help="API processes")  # fmt: skip
+    parser.add_argument("--servers", nargs="+", choices=SERVERS, default=["vcat"],
+                        help="run the load against each in turn (same data)")  # fmt: skip
     parser.add_argument(
         "--audit",
         action=argparse.BooleanOptionalAction,

@@ -20,7 +20,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from tests.support import PeakRss, free_port, start_uvicorn  # noqa: E402
+from tests.support import PeakRss, free_port, start_api  # noqa: E402
 from vcat import migrate  # noqa: E402
 
 MB = 1024 * 1024
@@ -65,7 +65,7 @@ def run(url: str, megabytes: int) -> None:
             "VCAT_DATA_DIR": data,
             "VCAT_MAX_UPLOAD_BYTES": str(megabytes * MB * 2),
         }
-        server = start_uvicorn(env, port, ready_path="/videos")
+        server = start_api(env, port, ready_path="/videos")
         try:
             with PeakRss(server.pid) as memory:
                 seconds, status = upload(port, megabytes * MB)

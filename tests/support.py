@@ -1,4 +1,4 @@
-"""Small process helpers shared by tests and benchmarks (ports, memory readings, uvicorn)."""
+"""Small process helpers shared by tests and benchmarks (ports, memory readings, the API)."""
 
 from __future__ import annotations
 
@@ -44,19 +44,27 @@ def wait_http(url: str, timeout: float = 60) -> None:
         time.sleep(0.2)
 
 
-def start_uvicorn(
+def start_api(
     env: dict[str, str],
     port: int,
     *,
     workers: int = 1,
+    server: str = "vcat",
     ready_path: str = "/livez",
     timeout: float = 60,
     **popen: Any,
 ) -> subprocess.Popen[bytes]:
-    """``uvicorn service.app:app`` on 127.0.0.1:``port`` (no access log), once it answers."""
-    argv = [sys.executable, "-m", "uvicorn", "service.app:app", "--host", "127.0.0.1"]
-    argv += ["--port", str(port), "--workers", str(workers), "--log-level", "warning"]
-    proc = subprocess.Popen([*argv, "--no-access-log"], cwd=REPO, env=env, **popen)
+    """The API on 127.0.0.1:``port`` (no access log), once it answers: ``vcat api`` (as users
+    run it), or with ``server="uvicorn"`` plain ``uvicorn --workers`` (for comparisons)."""
+    if server == "vcat":
+        argv = [sys.executable, "-m", "vcat.cli", "api", "--workers", str(workers)]
+    elif server == "uvicorn":
+        argv = [sys.executable, "-m", "uvicorn", "service.app:app", "--workers", str(workers)]
+        argv += ["--log-level", "warning"]
+    else:
+        raise ValueError(f"unknown server {server!r}")
+    argv += ["--host", "127.0.0.1", "--port", str(port), "--no-access-log"]
+    proc = subprocess.Popen(argv, cwd=REPO, env=env, **popen)
     try:
         wait_http(f"http://127.0.0.1:{port}{ready_path}", timeout)
     except BaseException:

@@ -25,6 +25,7 @@ class Child:
     argv: list[str]
     env: dict[str, str] = field(default_factory=dict)
     restart: bool = False  # workers come back after a crash; the API's exit stops everything
+    fatal: tuple[int, ...] = ()  # exit statuses that stop everything even when ``restart``
     proc: subprocess.Popen[bytes] | None = None
     restarts: int = 0
     restart_at: float | None = None
@@ -60,8 +61,10 @@ class Stack:
 
     def child_env(self) -> dict[str, str]:
         env = dict(os.environ)
-        env["VCAT_DATABASE_URL"] = self.database_url
-        env["VCAT_BROKER_URL"] = self.broker_url
+        if self.database_url:
+            env["VCAT_DATABASE_URL"] = self.database_url
+        if self.broker_url:
+            env["VCAT_BROKER_URL"] = self.broker_url
         env["VCAT_DATA_DIR"] = str(self.settings.data_dir.resolve())
         return env
 
@@ -72,8 +75,9 @@ class Stack:
         *,
         env: dict[str, str] | None = None,
         restart: bool = False,
+        fatal: tuple[int, ...] = (),
     ) -> None:
-        child = Child(name, list(argv), dict(env or {}), restart)
+        child = Child(name, list(argv), dict(env or {}), restart, fatal)
         self._start(child)
         self.children.append(child)
 
@@ -101,7 +105,7 @@ class Stack:
                 code = child.proc.poll()
                 if code is None:
                     continue
-                if not child.restart:
+                if not child.restart or code in child.fatal:
                     self.log(f"{child.name} exited with status {code}; stopping")
                     return code or 1
                 now = time.monotonic()
@@ -140,7 +144,6 @@ def worker_argv() -> list[str]:
 
 def api_argv(host: str, port: int) -> list[str]:
     return [
-        sys.executable, "-m", "uvicorn", "service.app:app",
-        "--host", host, "--port", str(port), "--no-access-log",
-        "--workers", str(get_settings().api_workers),
+        sys.executable, "-m", "vcat.cli", "api", "--host", host, "--port", str(port),
+        "--no-access-log", "--workers", str(get_settings().api_workers),
     ]  # fmt: skip

@@ -11,7 +11,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.support import PeakRss, free_port, start_uvicorn
+from tests.support import PeakRss, free_port, start_api
 
 pytestmark = [pytest.mark.db, pytest.mark.broker, pytest.mark.slow]
 
@@ -35,7 +35,7 @@ def multipart_body(boundary: str, total: int, chunk: int = MB) -> Iterator[bytes
 def test_200mb_upload_keeps_rss_flat(vcat_env: dict[str, str], tmp_path: Path) -> None:
     port = free_port()
     env = {**os.environ, **vcat_env, "VCAT_MAX_UPLOAD_BYTES": str(1024 * MB)}
-    proc = start_uvicorn(env, port, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    proc = start_api(env, port, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     try:
         url = f"http://127.0.0.1:{port}"
         httpx.get(f"{url}/videos", timeout=10)  # warm: imports, DB pool

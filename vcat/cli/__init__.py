@@ -5,7 +5,7 @@ from __future__ import annotations
 import typer
 
 from vcat import __version__
-from vcat.cli import apikey, audit, index, models, synth, train, up, worker
+from vcat.cli import api, apikey, audit, index, models, synth, train, up, worker
 from vcat.cli.common import CLIError, err_console
 
 app = typer.Typer(
@@ -28,6 +28,7 @@ def version() -> None:
 
 
 app.command("up")(up.up)
+app.command("api")(api.api)
 app.command("migrate")(up.migrate_cmd)
 app.add_typer(apikey.app, name="apikey")
 app.command("audit")(audit.audit)
