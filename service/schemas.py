@@ -8,6 +8,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, HttpUrl
 
+from vcat.tasks import CLIP_SECONDS_MAX, CLIP_SECONDS_MIN
+
 VideoStatus = Literal["queued", "processing", "done", "failed", "deleted"]
 
 
@@ -17,8 +19,12 @@ class IndexOptions(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     model: str | None = Field(default=None, max_length=200, examples=["kinetics400-tsm-r50"])
-    window: float | None = Field(default=None, gt=0, le=600, description="Clip length, seconds")
-    stride: float | None = Field(default=None, gt=0, le=600, description="Clip step, seconds")
+    window: float | None = Field(
+        default=None, ge=CLIP_SECONDS_MIN, le=CLIP_SECONDS_MAX, description="Clip length, seconds"
+    )
+    stride: float | None = Field(
+        default=None, ge=CLIP_SECONDS_MIN, le=CLIP_SECONDS_MAX, description="Clip step, seconds"
+    )
     top_k: int | None = Field(default=None, ge=1, le=50, description="Scores kept per clip")
 
 

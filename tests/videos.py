@@ -218,6 +218,23 @@ def make_audio_only(path: Path | str, seconds: float = 1.0) -> Path:
     return path
 
 
+def make_audio_with_cover(path: Path | str, seconds: float = 1.0) -> Path:
+    """An MP3 with cover art: its only video stream is one JPEG marked ``attached_pic``."""
+    from av.stream import Disposition
+
+    path = Path(path)
+    with av.open(str(path), "w", format="mp3") as out:
+        audio = out.add_stream("libmp3lame", rate=8000)
+        cover = out.add_stream("mjpeg", rate=1)
+        cover.width, cover.height, cover.pix_fmt = 64, 48, "yuvj420p"
+        cover.disposition = Disposition.attached_pic
+        picture = av.VideoFrame.from_ndarray(upright_frame(64, 48, 0, 1), "rgb24")
+        for packet in [*cover.encode(picture.reformat(format="yuvj420p")), *cover.encode()]:
+            out.mux(packet)
+        _write_tone(out, audio, seconds)
+    return path
+
+
 def make_image(path: Path | str, width: int = 64, height: int = 48) -> Path:
     """A single PNG picture (FFmpeg opens it as a one-frame 'video')."""
     path = Path(path)

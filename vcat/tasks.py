@@ -18,6 +18,10 @@ from __future__ import annotations
 from typing import Any
 
 INDEX_VIDEO = "vcat.index_video"
+# Bounds on a clip's window and stride, in seconds (API, CLI and pipeline): below a frame
+# interval clips repeat frames, and a tiny stride would plan millions of clips.
+CLIP_SECONDS_MIN = 0.01
+CLIP_SECONDS_MAX = 600.0
 CLEANUP = "vcat.cleanup"
 
 INDEX_QUEUE_DEFAULT = "vcat.index"

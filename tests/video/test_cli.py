@@ -78,5 +78,49 @@ def test_unknown_model_and_bad_options_fail_in_one_line(cli_env: None, cfr_video
     res = CliRunner().invoke(app, ["index", str(cfr_video), "--model", "nosuch"])
     assert res.exit_code == 1 and "cannot load model 'nosuch'" in res.output
     assert "Traceback" not in res.output
-    res = CliRunner().invoke(app, ["index", str(cfr_video), "--model", "tiny", "--window", "0"])
-    assert res.exit_code == 1 and "--window and --stride must be > 0" in res.output
+    for flag, value in [("--window", "0"), ("--window", "nan"), ("--stride", "inf"),
+                        ("--stride", "0.001")]:  # fmt: skip
+        res = CliRunner().invoke(app, ["index", str(cfr_video), "--model", "tiny", flag, value])
+        assert res.exit_code == 1, res.output
+        assert res.output == f"error: {flag} must be between 0.01 and 600 seconds\n"
+
+
+def test_only_bad_files_or_unknown_durations_still_end_cleanly(
+    cli_env: None, tmp_path: Path
+) -> None:
+    """The progress bar once failed on a run with nothing to index, or no declared duration."""
+    zero = videos.make_zero_byte(tmp_path / "zero.mp4")
+    res = CliRunner().invoke(app, ["index", str(zero), "--model", "tiny"])
+    assert res.exit_code == 1 and isinstance(res.exception, SystemExit)  # not a TypeError
+    assert f"{zero}: file is empty" in res.output and "Traceback" not in res.output
+    raw = videos.make_video(tmp_path / "raw.h264", width=64, height=48, duration=1.0,
+                            container="h264")  # fmt: skip
+    res = CliRunner().invoke(app, ["index", str(raw), "--model", "tiny"])
+    assert res.exit_code == 0, res.output
+
+
+def test_an_unwritable_json_path_fails_before_indexing(cli_env: None, cfr_video: Path) -> None:
+    res = CliRunner().invoke(
+        app, ["index", str(cfr_video), "--model", "tiny", "--json", "/nonexistent/out.json"]
+    )
+    assert res.exit_code == 1
+    assert res.output == "error: cannot write /nonexistent/out.json: not a writable file path\n"
+
+
+def test_the_bundled_demo_needs_no_model_store(
+    tmp_path: Path, cfr_video: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("VCAT_MODEL_DIR", str(tmp_path / "empty-store"))
+    monkeypatch.setenv("VCAT_PRECISION", "fp32")
+    get_settings.cache_clear()
+    try:
+        res = CliRunner().invoke(app, ["models", "list", "--json"])
+        assert res.exit_code == 0, res.output
+        assert [(m["name"], m["where"]) for m in json.loads(res.stdout)] == [("demo", "bundled")]
+        res = CliRunner().invoke(app, ["index", str(cfr_video), "--model", "demo", "--json", "-"])
+        assert res.exit_code == 0, res.output
+        assert json.loads(res.stdout)["videos"][0]["model"] == "demo"
+        res = CliRunner().invoke(app, ["models", "remove", "demo"])
+        assert res.exit_code == 1 and "bundled with vcat and cannot be removed" in res.output
+    finally:
+        get_settings.cache_clear()

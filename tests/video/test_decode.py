@@ -154,6 +154,8 @@ BAD: list[tuple[str, Callable[[Path], Path], str]] = [
     ("zero.mp4", videos.make_zero_byte, "empty"),
     ("random.mp4", videos.make_random_bytes, "unreadable"),
     ("audio.mp4", videos.make_audio_only, "no_video"),
+    ("cover.mp3", videos.make_audio_with_cover, "no_video"),  # its picture is no video
+    ("http:/host/a.mp4", lambda p: Path("http:/host/a.mp4"), "not_allowed"),  # // collapsed
     ("picture.png", videos.make_image, "image"),
     ("zeros.mp4", videos.make_zero_frames, "no_frames"),
     ("huge.h264", videos.make_huge_header, "bad_dimensions"),
@@ -199,9 +201,9 @@ def test_urls_and_protocol_prefixes_are_never_opened(tmp_path: Path, cfr_video: 
     odd = tmp_path / "concat:x.mp4"
     odd.write_bytes(cfr_video.read_bytes())
     assert probe_video(odd).frame_count == 75
-    with pytest.raises(VideoError) as err:
+    with pytest.raises(VideoError) as err:  # no such file: its name says why it was not opened
         probe_video("concat:x.mp4|y.mp4")
-    assert err.value.reason == "not_found"
+    assert err.value.reason == "not_allowed"
 
 
 def test_truncated_file_decodes_what_is_there(tmp_path: Path) -> None:
@@ -264,3 +266,15 @@ def test_small_frames_decode_on_one_thread_with_the_same_pixels(tmp_path: Path) 
     threaded = list(iter_clips(small, windows, (64, 64), tl.origin, threads=2))
     assert [c.frame_times for c in auto] == [c.frame_times for c in threaded]
     assert all(np.array_equal(a.frames, b.frames) for a, b in zip(auto, threaded, strict=True))
+
+
+def test_a_window_starting_while_the_last_frame_shows_is_kept(cfr_video: Path) -> None:
+    """3 s at 25 fps: the last frame starts at 2.96 s and ends at 3.0; a tail window starting at
+    2.97 takes it, without a 'decoding stopped' warning (there was one)."""
+    timeline = scan_timeline(cfr_video)
+    windows = plan_windows(timeline.duration, 0.03, 1.0, 2)
+    assert windows[-1].start == pytest.approx(2.97)
+    stats = DecodeStats()
+    clips = list(iter_clips(cfr_video, windows, (64, 48), timeline.origin, stats))
+    assert [c.window.index for c in clips] == [w.index for w in windows]
+    assert stats.warnings == []

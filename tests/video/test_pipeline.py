@@ -143,3 +143,32 @@ def test_jpeg_encoder_reuse_gives_each_image_its_own_bytes() -> None:
     with av.open(io.BytesIO(thumbnails.encode_jpeg(odd)), "r") as c:
         frame = next(c.decode(video=0))
         assert (frame.width, frame.height) == (46, 32)  # even sides for 4:2:0
+
+
+def test_a_bug_on_one_file_fails_that_file_only(
+    cfr_video: Path, vfr_video: Path, meta: ModelMeta, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from worker.video import pipeline
+
+    real = pipeline.iter_clips
+
+    def trips_on_vfr(path: str, *args: object, **kwargs: object) -> object:
+        if str(path) == str(vfr_video):
+            raise TypeError("a bug")
+        return real(path, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(pipeline, "iter_clips", trips_on_vfr)
+    results = list(index_videos([vfr_video, cfr_video], position_logits, meta))
+    (error,) = [r for r in results if isinstance(r, VideoError)]
+    assert error.reason == "unreadable" and "TypeError: a bug" in str(error)
+    assert [r.path for r in results if not isinstance(r, VideoError)] == [str(cfr_video)]
+
+
+def test_too_many_clips_is_a_video_error(
+    cfr_video: Path, meta: ModelMeta, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("worker.video.sampling.MAX_WINDOWS", 10)
+    with pytest.raises(VideoError) as err:
+        index_video(cfr_video, position_logits, meta, window=0.5, stride=0.1)
+    assert err.value.reason == "bad_options" and "more than 10 clips" in str(err.value)
+    assert len(index_video(cfr_video, position_logits, meta, window=0.5, stride=0.5).clips) == 6

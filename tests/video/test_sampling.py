@@ -61,8 +61,12 @@ def test_frame_for_time_picks_the_frame_on_screen() -> None:
 
 @pytest.mark.parametrize(
     ("duration", "window", "stride", "frames"),
-    [(0.0, 1, 1, 4), (5, 0, 1, 4), (5, 1, -1, 4), (5, 1, 1, 0)],
-)
+    [
+        (0.0, 1, 1, 4), (5, 0, 1, 4), (5, 1, -1, 4), (5, 1, 1, 0),
+        (5, float("nan"), 1, 4), (5, 1, float("inf"), 4), (5, 1, 0.001, 4), (5, 601, 1, 4),
+        (3600.0 * 24, 1, 0.01, 4),  # 8.6M clips: refused before planning any
+    ],
+)  # fmt: skip
 def test_bad_arguments(duration: float, window: float, stride: float, frames: int) -> None:
     with pytest.raises(ValueError):
         plan_windows(duration, window, stride, frames)

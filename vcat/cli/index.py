@@ -3,19 +3,32 @@
 from __future__ import annotations
 
 import json
+import os
 import time
 from pathlib import Path
 from typing import Any
 
 import typer
-from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import BarColumn, Progress, ProgressColumn, Task, TextColumn, TimeElapsedColumn
+from rich.text import Text
 
 from vcat.cli.common import console, err_console, fail, print_table, warn
 from vcat.settings import get_settings
+from vcat.tasks import CLIP_SECONDS_MAX, CLIP_SECONDS_MIN
+
+
+class _VideoSeconds(ProgressColumn):
+    """``done/total s video``; the total is unknown while no file declares a duration."""
+
+    def render(self, task: Task) -> Text:
+        total = f"{task.total:.1f}" if task.total else "?"
+        return Text(f"{task.completed:.1f}/{total} s video")
 
 
 def index(
-    videos: list[Path] = typer.Argument(..., help="Local video files"),
+    # str, not Path: each file's problem (unreadable, a URL) is reported by the pipeline's own
+    # checks and the others are still indexed; a Path argument would stop the whole run.
+    videos: list[str] = typer.Argument(..., help="Local video files"),
     model: str | None = typer.Option(None, "--model", "-m", help="Model name (default: setting)"),
     window: float | None = typer.Option(None, help="Clip length in seconds (default: model's)"),
     stride: float | None = typer.Option(None, help="Seconds between clip starts (model's)"),
@@ -26,15 +39,21 @@ def index(
     ),
 ) -> None:
     """Index videos: per-clip top-k actions and segments per action."""
-    if (window is not None and window <= 0) or (stride is not None and stride <= 0):
-        fail("--window and --stride must be > 0")
+    for flag, value in (("--window", window), ("--stride", stride)):
+        if value is not None and not CLIP_SECONDS_MIN <= value <= CLIP_SECONDS_MAX:  # NaN too
+            fail(f"{flag} must be between {CLIP_SECONDS_MIN:g} and {CLIP_SECONDS_MAX:g} seconds")
     if top_k < 1:
         fail("--top-k must be >= 1")
     if not 0.0 <= threshold <= 1.0:
         fail("--threshold must be between 0 and 1")
+    if json_file is not None and str(json_file) != "-":
+        folder = json_file.parent
+        if json_file.is_dir() or not folder.is_dir() or not os.access(folder, os.W_OK):
+            fail(f"cannot write {json_file}: not a writable file path")  # before any indexing
 
+    from worker.models import load_named
     from worker.tsm.fast import default_batch_size, make_predictor  # torch: only when used
-    from worker.tsm.store import StoreError, load_model
+    from worker.tsm.store import StoreError
     from worker.video.errors import VideoError
     from worker.video.pipeline import Progress as ClipProgress
     from worker.video.pipeline import VideoIndex, index_videos
@@ -43,7 +62,7 @@ def index(
     settings = get_settings()
     name = model or settings.default_model
     try:
-        net, meta = load_model(name, settings.model_path)
+        net, meta = load_named(name)
         predictor = make_predictor(net, meta, settings.device, settings.precision, settings.compile)
     except (StoreError, ValueError, OSError) as exc:
         fail(f"cannot load model {name!r}: {exc}")
@@ -51,7 +70,7 @@ def index(
 
     failures: dict[str, VideoError] = {}
     durations: dict[str, float] = {}
-    for path in dict.fromkeys(str(v) for v in videos):
+    for path in dict.fromkeys(videos):
         try:
             durations[path] = probe_video(path).duration or 0.0
         except VideoError as exc:
@@ -65,11 +84,11 @@ def index(
     columns = (
         TextColumn("[progress.description]{task.description}"),
         BarColumn(),
-        TextColumn("{task.completed:.1f}/{task.total:.1f} s video"),
+        _VideoSeconds(),
         TextColumn("{task.fields[rate]:.1f} clips/s"),
         TimeElapsedColumn(),
     )
-    with Progress(*columns, console=err_console, transient=True) as bar:
+    with Progress(*columns, console=err_console, transient=True, disable=not durations) as bar:
         task = bar.add_task("indexing", total=sum(durations.values()) or None, rate=0.0)
 
         def on_progress(p: ClipProgress) -> None:
@@ -97,7 +116,7 @@ def index(
             else:
                 results[result.path] = result
 
-    order = [str(v) for v in dict.fromkeys(str(v) for v in videos)]
+    order = list(dict.fromkeys(videos))
     to_stdout = json_file is not None and str(json_file) == "-"
     for path in order:
         if path in results:

@@ -50,27 +50,29 @@ def import_(
 
 @app.command("list")
 def list_(as_json: bool = JSON) -> None:
-    """List the stored models."""
-    from worker.tsm.store import StoreError, list_models
+    """List the models: the stored ones and those bundled with vcat."""
+    from worker.models import all_models
+    from worker.tsm.store import StoreError
 
     try:
-        rows = [_summary(m) for m in list_models()]
+        rows = [{**_summary(m), "where": where} for m, where in all_models()]
     except StoreError as exc:
         fail(str(exc))
     if as_json:
         print_json(rows)
     else:
-        cols = ["name", "arch", "segments", "classes", "shift", "online", "source"]
+        cols = ["name", "arch", "segments", "classes", "shift", "online", "where", "source"]
         print_table("models", cols, [[r[c] for c in cols] for r in rows])
 
 
 @app.command()
 def show(name: str, as_json: bool = JSON) -> None:
-    """Show a stored model's metadata."""
-    from worker.tsm.store import StoreError, get_meta
+    """Show a model's metadata."""
+    from worker.models import model_meta
+    from worker.tsm.store import StoreError
 
     try:
-        meta = get_meta(name)
+        meta = model_meta(name)
     except StoreError as exc:
         fail(str(exc))
     data = asdict(meta)
@@ -86,10 +88,13 @@ def show(name: str, as_json: bool = JSON) -> None:
 @app.command()
 def remove(name: str) -> None:
     """Delete a stored model."""
-    from worker.tsm.store import StoreError
+    from worker.models import bundled_models
+    from worker.tsm.store import StoreError, default_root
     from worker.tsm.store import remove as remove_model
 
     try:
+        if name in bundled_models() and not (default_root() / name).is_dir():
+            fail(f"{name!r} is bundled with vcat and cannot be removed")
         remove_model(name)
     except StoreError as exc:
         fail(str(exc))
@@ -136,14 +141,15 @@ def export(
     onnx: bool = typer.Option(False, "--onnx", help="Export to ONNX (the only format)."),
     out: Path | None = typer.Option(None, "--out", help="Output file (default NAME.onnx)."),
 ) -> None:
-    """Export a stored model (input: normalized clips (N, T, 3, S, S); output: logits)."""
+    """Export a model (input: normalized clips (N, T, 3, S, S); output: logits)."""
     if not onnx:
         fail("choose an export format: --onnx")
+    from worker.models import load_named
     from worker.tsm.checkpoints import CheckpointError
-    from worker.tsm.store import StoreError, load_model
+    from worker.tsm.store import StoreError
 
     try:
-        model, meta = load_model(name)
+        model, meta = load_named(name)
     except (CheckpointError, StoreError) as exc:
         fail(str(exc))
     try:

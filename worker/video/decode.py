@@ -141,6 +141,8 @@ def _scan(path: Path | str, probe: bool) -> tuple[VideoInfo | None, Timeline]:
             raise VideoError(path, "no_frames", "no video packets")
         if stream.start_time is not None:
             first = max(first, stream.start_time)
+        if end <= first:
+            raise VideoError(path, "no_frames", "no video packet after the stream's start time")
         sorted_pts = array("q", sorted(all_pts)) if all_pts is not None else None
         return info, Timeline(first * tb, float((end - first) * tb), count, error, sorted_pts)
 
@@ -285,9 +287,10 @@ def iter_clips(
             raise VideoError(path, "no_frames")
         last_t, last_frame = prev
         last_end = last_t + float((last_frame.duration or 0) * tb)
-        # Windows that start before the last frame take it for their remaining targets.
+        # Windows that start while the last frame is on screen take it for their remaining
+        # targets; only those starting after it had ended lie past the data.
         pending = [by_index[i] for i in order[next_emit:]]
-        live = [w for w in pending if w.start <= last_t + EPS]
+        live = [w for w in pending if w.start <= last_t + EPS or w.start < last_end - EPS]
         if live:
             assign(live[-1].times[-1] + 1.0, last_t, last_frame)
         dropped = len(pending) - len(live)

@@ -15,6 +15,7 @@ REASONS: dict[str, str] = {
     "image": "is a still image, not a video",
     "bad_dimensions": "frame size is unusable",
     "no_frames": "no decodable video frames",
+    "bad_options": "cannot be indexed with these options",
 }
 
 

@@ -13,6 +13,7 @@ Everything else comes from ``ModelMeta``, so tests can use a fake predictor.
 from __future__ import annotations
 
 import ctypes
+import logging
 import threading
 import time
 import uuid
@@ -36,6 +37,7 @@ from worker.video.sampling import plan_windows
 from worker.video.segments import Segment, find_segments
 from worker.video.thumbnails import encode_jpeg
 
+log = logging.getLogger(__name__)
 Predictor = Callable[[torch.Tensor], torch.Tensor]
 ROUND = 6  # decimals kept in JSON: stable across runs and platforms' float printing
 TRUNCATION_SLACK = 0.5  # seconds a header may overstate the data before we call it truncated
@@ -126,6 +128,11 @@ def _clip_source(
         yield from _clips(job, meta, window, stride, thumbnails)
     except av.FFmpegError as exc:  # anything FFmpeg rejects past the probe is still bad input
         raise VideoError(job.path, "unreadable", str(exc)) from None
+    except (VideoError, JobCancelled):
+        raise
+    except Exception as exc:  # a file that trips a bug of ours fails alone, not the whole run
+        log.exception("unexpected error while decoding %s", job.path)
+        raise VideoError(job.path, "unreadable", f"{type(exc).__name__}: {exc}") from None
 
 
 def _clips(
@@ -141,7 +148,10 @@ def _clips(
             f"file looks truncated: header says {declared or 0:.2f}s, "
             f"data ends at {timeline.duration:.2f}s; indexed what is there"
         )
-    windows = plan_windows(timeline.duration, window, stride, meta.num_segments)
+    try:
+        windows = plan_windows(timeline.duration, window, stride, meta.num_segments)
+    except ValueError as exc:
+        raise VideoError(job.path, "bad_options", str(exc)) from None
     sizes = (meta.resize_short, meta.input_size)
     for clip in iter_clips(
         job.path, windows, sizes, timeline.origin, job.stats, frame_pts=timeline.pts

@@ -7,12 +7,14 @@ that look like playlists (by name or first bytes) or open as one are refused.
 
 from __future__ import annotations
 
+import re
 import stat
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import av
+from av.stream import Disposition
 
 from worker.video.errors import VideoError
 
@@ -20,6 +22,7 @@ MAX_SIDE = 16384  # larger frames are refused before any decoding
 MAX_PIXELS = 8192 * 8192
 PLAYLIST_SUFFIXES = {".m3u", ".m3u8", ".mpd", ".sdp", ".ffconcat", ".concat", ".txt", ".pls"}
 PLAYLIST_MAGIC = (b"#EXTM3U", b"ffconcat", b"<?xml", b"<MPD", b"v=0", b"[playlist]")
+_PROTOCOL = re.compile(r"^(https?|rtmps?|rtsp|s?ftp|tcp|udp|tls|srt|concat|subfile|data|pipe):")
 BLOCKED_FORMATS = {"hls", "applehttp", "concat", "dash", "sdp", "rtsp", "rtp", "tee", "lavfi"}
 PROBE_DECODE_PACKETS = 300  # packets tried before a file counts as having no decodable frame
 
@@ -52,6 +55,8 @@ def check_path(path: Path | str) -> Path:
     try:
         st = p.stat()
     except FileNotFoundError:
+        if _PROTOCOL.match(raw):  # "http:/host/a.mp4": a URL whose // a shell or CLI collapsed
+            raise VideoError(raw, "not_allowed", "URLs and protocols are not opened") from None
         raise VideoError(raw, "not_found") from None
     except OSError as exc:
         raise VideoError(raw, "not_a_file", exc.strerror or str(exc)) from None
@@ -61,8 +66,11 @@ def check_path(path: Path | str) -> Path:
         raise VideoError(raw, "empty")
     if p.suffix.lower() in PLAYLIST_SUFFIXES:
         raise VideoError(raw, "not_allowed", f"playlists and lists ({p.suffix}) are not opened")
-    with open(p, "rb") as fh:
-        head = fh.read(64).lstrip(b"\xef\xbb\xbf \t\r\n")
+    try:
+        with open(p, "rb") as fh:
+            head = fh.read(64).lstrip(b"\xef\xbb\xbf \t\r\n")
+    except OSError as exc:
+        raise VideoError(raw, "unreadable", exc.strerror or str(exc)) from None
     if head.startswith(PLAYLIST_MAGIC):
         raise VideoError(raw, "not_allowed", "content is a playlist or list, not media")
     return p
@@ -85,9 +93,14 @@ def open_video(path: Path | str) -> tuple[av.container.InputContainer, av.VideoS
             raise VideoError(path, "not_allowed", f"{fmt} input is not opened")
         if fmt == "image2" or fmt.endswith("_pipe"):
             raise VideoError(path, "image", fmt.removesuffix("_pipe"))
-        if not container.streams.video:
-            raise VideoError(path, "no_video")
-        stream = container.streams.video[0]
+        # Cover art (an MP3's or M4A's picture) is a video stream of one still frame.
+        moving = [
+            s for s in container.streams.video if not s.disposition & Disposition.attached_pic
+        ]
+        if not moving:
+            detail = "only a cover picture" if container.streams.video else ""
+            raise VideoError(path, "no_video", detail)
+        stream = moving[0]
         w, h = stream.codec_context.width, stream.codec_context.height
         if w <= 0 or h <= 0:
             raise VideoError(
@@ -169,7 +182,7 @@ def describe(
         height=coded_w if turned else coded_h,
         coded_width=coded_w,
         coded_height=coded_h,
-        codec=stream.codec_context.name,
+        codec=stream.codec_context.codec.canonical_name,  # "av1", not the decoder "libdav1d"
         container=container.format.name,
         rotation=rotation,
         frame_count=stream.frames or None,

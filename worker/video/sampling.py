@@ -11,8 +11,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from vcat.tasks import CLIP_SECONDS_MAX, CLIP_SECONDS_MIN
+
 # Time comparisons tolerate float noise far below any real frame interval.
 EPS = 1e-9
+MAX_WINDOWS = 200_000  # clips per video: 69 hours at the default stride of 1.25 s
 
 
 @dataclass(frozen=True)
@@ -32,10 +35,19 @@ def plan_windows(duration: float, window: float, stride: float, num_frames: int)
     """All clip windows for a video of ``duration`` seconds, in start order."""
     if not duration > 0:
         raise ValueError(f"duration must be > 0, got {duration}")
-    if not window > 0 or not stride > 0:
-        raise ValueError(f"window and stride must be > 0, got {window} and {stride}")
+    for name, value in (("window", window), ("stride", stride)):
+        if not CLIP_SECONDS_MIN <= value <= CLIP_SECONDS_MAX:  # NaN fails this too
+            raise ValueError(
+                f"{name} must be between {CLIP_SECONDS_MIN:g} and {CLIP_SECONDS_MAX:g} s, "
+                f"got {value}"
+            )
     if num_frames < 1:
         raise ValueError(f"num_frames must be >= 1, got {num_frames}")
+    if (duration - window) / stride + 2 > MAX_WINDOWS:  # an upper bound on the count below
+        raise ValueError(
+            f"more than {MAX_WINDOWS:,} clips: a stride of {stride:g} s is too small for "
+            f"{duration:.0f} s of video"
+        )
     if duration <= window + EPS:
         return [Window(0, 0.0, duration, segment_centres(0.0, duration, num_frames))]
     starts: list[float] = []
