@@ -9,9 +9,15 @@ from typing import Literal
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+# Upper bound of durations: larger ones overflow timers (Event.wait) and SQL intervals.
+_YEAR = 365 * 86400
+
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="VCAT_", env_file=".env", extra="ignore")
+    # No nan/inf: every float here is a size or a duration, and those crash later (sleep, SQL).
+    model_config = SettingsConfigDict(
+        env_prefix="VCAT_", env_file=".env", extra="ignore", allow_inf_nan=False
+    )
 
     # Servers. Unset: `vcat up` starts a private Postgres and Redis under data_dir (embedded).
     database_url: str | None = Field(
@@ -26,11 +32,13 @@ class Settings(BaseSettings):
 
     # HTTP API.
     host: str = "127.0.0.1"
-    port: int = 8000
-    max_upload_bytes: int = Field(default=20 * 1024**3, description="Upload size limit (413 above)")
+    port: int = Field(default=8000, ge=0, le=65535)  # 0: any free port, as `vcat api --port 0`
+    max_upload_bytes: int = Field(
+        default=20 * 1024**3, ge=1, description="Upload size limit (413 above)"
+    )
     url_ingest_enabled: bool = True
     url_allow_hosts: list[str] = Field(default_factory=list, description="Empty: any global host")
-    url_timeout_seconds: float = 300.0
+    url_timeout_seconds: float = Field(default=300.0, gt=0, le=_YEAR)
 
     # Catalogue.
     index_queue: str = Field(
@@ -39,7 +47,10 @@ class Settings(BaseSettings):
     )
     default_top_k: int = Field(default=5, ge=1, le=50, description="Scores kept per clip")
     default_min_score: float = Field(default=0.5, ge=0.0, le=1.0, description="Search threshold")
-    retention_days: int = Field(default=0, ge=0, description="Expire videos after N days; 0: never")
+    # At most a century: now - N days must stay a valid datetime.
+    retention_days: int = Field(
+        default=0, ge=0, le=36_500, description="Expire videos after N days; 0: never"
+    )
     delete_source_after_index: bool = Field(default=False, description="Privacy: drop uploads")
     api_workers: int = Field(
         default=2, ge=1, description="API processes (uvicorn --workers) that vcat up starts"
@@ -54,7 +65,7 @@ class Settings(BaseSettings):
     device: str = Field(default="auto", description="auto | cpu | cuda | cuda:N")
     precision: Literal["auto", "fp32", "fp16", "bf16"] = "auto"
     compile: bool = Field(default=False, description="torch.compile the model (slow first batch)")
-    batch_size: int = Field(default=0, description="Clips per forward; 0 picks by device")
+    batch_size: int = Field(default=0, ge=0, description="Clips per forward; 0 picks by device")
     cpu_threads: int = Field(
         default=0,
         ge=0,
@@ -67,15 +78,20 @@ class Settings(BaseSettings):
     )
     max_attempts: int = Field(default=3, ge=1, description="Attempts before a video is failed")
     job_stale_seconds: float = Field(
-        default=60.0, gt=0, description="A job silent this long lost its worker and is requeued"
+        default=60.0,
+        gt=0,
+        le=_YEAR,
+        description="A job silent this long lost its worker and is requeued",
     )
-    job_time_base_seconds: float = Field(default=600.0, gt=0, description="Job time limit: base")
+    job_time_base_seconds: float = Field(
+        default=600.0, gt=0, le=_YEAR, description="Job time limit: base"
+    )
     job_time_per_video_second: float = Field(
-        default=20.0, ge=0, description="Job time limit: added per second of video"
+        default=20.0, ge=0, le=3600, description="Job time limit: added per second of video"
     )
-    reconcile_seconds: float = Field(default=30.0, gt=0, description="Reconciler period")
+    reconcile_seconds: float = Field(default=30.0, gt=0, le=_YEAR, description="Reconciler period")
     requeue_queued_after_seconds: float = Field(
-        default=900.0, gt=0, description="Re-send jobs queued this long (lost messages)"
+        default=900.0, gt=0, le=_YEAR, description="Re-send jobs queued this long (lost messages)"
     )
 
     @property

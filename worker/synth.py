@@ -76,8 +76,35 @@ SHAPES = ("disc", "square", "triangle", "cross", "bar")
 TURN_SCALE = 2.0
 
 
+MAX_TIMELINE_SECONDS = 24 * 3600.0
+TIMELINE_SEGMENT_SECONDS = (3.75, 4.5)
+
+
 class SynthError(ValueError):
     """Bad arguments to the synthetic data generator."""
+
+
+def check_seed(seed: int) -> None:
+    # numpy's SeedSequence takes only non-negative integers.
+    if seed < 0:
+        raise SynthError(f"--seed must be >= 0, got {seed}")
+
+
+def check_per_class(per_class: int) -> None:
+    if per_class < 1:
+        raise SynthError("--per-class must be at least 1")
+
+
+def check_timeline_seconds(
+    seconds: float, segment_seconds: tuple[float, float] = TIMELINE_SEGMENT_SECONDS
+) -> None:
+    # nan slips past comparisons and inf overflows the frame count: check finite first.
+    if not math.isfinite(seconds):
+        raise SynthError(f"--seconds must be a finite number, got {seconds}")
+    if seconds < segment_seconds[0]:
+        raise SynthError(f"timeline must be at least {segment_seconds[0]} s long")
+    if seconds > MAX_TIMELINE_SECONDS:
+        raise SynthError(f"timeline must be at most {MAX_TIMELINE_SECONDS:g} s long")
 
 
 def folder_name(label: str) -> str:
@@ -310,8 +337,8 @@ def generate_dataset(
     horizontally, or play them backwards, with the right label. Deterministic for a given seed.
     Returns (path, label) pairs.
     """
-    if per_class < 1:
-        raise SynthError("--per-class must be at least 1")
+    check_per_class(per_class)
+    check_seed(seed)
     unknown = [a for a in actions if a not in ACTIONS]
     if unknown:
         raise SynthError(f"unknown actions: {unknown}")
@@ -339,15 +366,15 @@ def generate_timeline(
     seed: int,
     *,
     seconds: float = 60.0,
-    segment_seconds: tuple[float, float] = (3.75, 4.5),
+    segment_seconds: tuple[float, float] = TIMELINE_SEGMENT_SECONDS,
 ) -> list[dict[str, float | str]]:
     """One long video of consecutive actions, each in its own scene, with ground truth.
 
     Writes ``path`` and ``path.with_suffix('.json')`` holding ``[{action, start, end}]`` in
     seconds. Consecutive segments always differ in action.
     """
-    if seconds < segment_seconds[0]:
-        raise SynthError(f"timeline must be at least {segment_seconds[0]} s long")
+    check_timeline_seconds(seconds, segment_seconds)
+    check_seed(seed)
     rng = np.random.default_rng([seed, 1_000_003])
     spans: list[tuple[str, int, int]] = []
     frame, total = 0, round(seconds * FPS)

@@ -53,7 +53,8 @@ def test_import_list_show_export_remove(model_dir: Path, checkpoint, tmp_path: P
     with torch.no_grad():
         assert (loaded(x) - model(x)).abs().max() <= 1e-5
     res = runner.invoke(app, ["models", "list", "--json"])
-    assert [m["name"] for m in json.loads(res.stdout)] == ["r18"]
+    listed = [(m["name"], m["where"]) for m in json.loads(res.stdout)]
+    assert listed == [("demo", "bundled"), ("r18", "store")]
     res = runner.invoke(app, ["models", "show", "r18", "--json"])
     shown = json.loads(res.stdout)
     assert shown["labels"] == ["c0", "c1", "c2"] and shown["num_segments"] == 2

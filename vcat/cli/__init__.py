@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import re
+
 import typer
+from pydantic import ValidationError
+from pydantic_settings import SettingsError
 
 from vcat import __version__
 from vcat.cli import api, apikey, audit, index, models, synth, train, up, worker
@@ -40,9 +44,32 @@ app.add_typer(models.app, name="models")
 app.command("worker")(worker.worker)
 
 
+def _settings_error(exc: ValidationError | SettingsError) -> str:
+    """One line naming the VCAT_* variable(s) that Settings rejected."""
+    if isinstance(exc, SettingsError):  # a list setting that is not JSON
+        field = re.search(r'field "(\w+)"', str(exc))
+        name = f"VCAT_{field.group(1).upper()}" if field else "VCAT_*"
+        return f'{name}: cannot parse the value (a list is JSON, e.g. ["a", "b"])'
+    parts = []
+    for e in exc.errors():
+        name = "VCAT_" + "_".join(str(p) for p in e["loc"][:1]).upper()
+        parts.append(f"{name}: {e['msg']} (got {e.get('input')!r})")
+    return "; ".join(parts)
+
+
+def _error(message: str) -> None:
+    err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+
+
 def main() -> None:
     try:
         app()
     except CLIError as exc:
-        err_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+        _error(str(exc))
+        raise SystemExit(1) from None
+    except (ValidationError, SettingsError) as exc:
+        # Settings are read lazily by each command; other models' errors are bugs: re-raise.
+        if isinstance(exc, ValidationError) and exc.title != "Settings":
+            raise
+        _error(_settings_error(exc))
         raise SystemExit(1) from None

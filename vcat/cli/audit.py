@@ -10,12 +10,20 @@ from vcat.cli.common import fail, print_json, print_table
 from vcat.cli.dbsession import cli_session
 
 
+def _ago(seconds: int, option: str) -> datetime:
+    """Now minus ``seconds``; a span before year 1 is a one-line error, not an OverflowError."""
+    try:
+        return datetime.now(UTC) - timedelta(seconds=seconds)
+    except OverflowError:
+        fail(f"{option}: too far back (before year 1)")
+
+
 def _since(value: str | None) -> datetime | None:
     if not value:
         return None
     units = {"m": 60, "h": 3600, "d": 86400}
     if value[-1:] in units and value[:-1].isdigit():
-        return datetime.now(UTC) - timedelta(seconds=int(value[:-1]) * units[value[-1]])
+        return _ago(int(value[:-1]) * units[value[-1]], "--since")
     try:
         parsed = datetime.fromisoformat(value)
     except ValueError:
@@ -37,9 +45,10 @@ def audit(
     from service import audit as audit_log
 
     start = _since(since)
+    cutoff = None if prune_days is None else _ago(prune_days * 86400, "--prune-days")
     with cli_session() as session:
-        if prune_days is not None:
-            n = audit_log.prune(session, datetime.now(UTC) - timedelta(days=prune_days))
+        if cutoff is not None:
+            n = audit_log.prune(session, cutoff)
             typer.echo(f"pruned {n} entries")
             return
         rows = [

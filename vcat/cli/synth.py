@@ -21,14 +21,25 @@ def synth(
     """Generate synthetic action clips as H.264 MP4s (only temporal order tells classes apart)."""
     from rich.progress import Progress
 
-    from worker.synth import ACTIONS, SynthError, generate_dataset, generate_timeline
+    from worker.synth import (
+        ACTIONS,
+        SynthError,
+        check_per_class,
+        check_seed,
+        check_timeline_seconds,
+        generate_dataset,
+        generate_timeline,
+    )
 
     try:
+        # Every argument is checked before a progress bar is drawn or a file is created.
+        check_seed(seed)
         if timeline is not None:
             if out_dir is not None:
                 fail("give either DIR or --timeline FILE.mp4, not both")
             if timeline.suffix.lower() != ".mp4":
                 fail(f"--timeline must name an .mp4 file, got {timeline}")
+            check_timeline_seconds(seconds)
             with console.status("rendering timeline"):
                 truth = generate_timeline(timeline, seed, seconds=seconds)
             rows = [[t["action"], t["start"], t["end"]] for t in truth]
@@ -37,6 +48,7 @@ def synth(
             return
         if out_dir is None:
             fail("give DIR (a folder for class folders) or --timeline FILE.mp4")
+        check_per_class(per_class)
         with Progress(console=console) as progress:
             task = progress.add_task("rendering clips", total=per_class * len(ACTIONS))
             written = generate_dataset(

@@ -52,6 +52,7 @@ def train(
     from worker.train.data import DataError
     from worker.train.loop import Callbacks, EpochRecord
     from worker.train.loop import train as run_training
+    from worker.tsm.store import StoreError
 
     if threads > 0:
         torch.set_num_threads(threads)
@@ -82,6 +83,10 @@ def train(
         checkpoint_dir=checkpoint_dir,
         dropout=dropout,
     )
+    try:  # before any data is read or a progress bar drawn
+        config.validate()
+    except TrainError as exc:
+        fail(str(exc))
     skipped: list[Path] = []
     with Progress(
         TextColumn("{task.description}"),
@@ -117,7 +122,7 @@ def train(
         callbacks = Callbacks(on_epoch_start=start, on_step=step, on_epoch_end=end, on_skip=skip)
         try:
             result = run_training(config, settings.device, settings.precision, callbacks)
-        except (TrainError, DataError) as exc:
+        except (TrainError, DataError, StoreError) as exc:  # StoreError: --init, saving
             fail(str(exc))
     if result.model_dir is None:
         return  # not rank 0
@@ -140,17 +145,18 @@ def evaluate(
     import torch
 
     from vcat.settings import get_settings
+    from worker.models import load_named
     from worker.train.config import TrainError
     from worker.train.data import ClipDataset, DataError, load_dataset
     from worker.train.evaluate import confusion_png, metrics, predict
     from worker.train.loop import pick_device, pick_dtype
-    from worker.tsm.store import StoreError, load_model
+    from worker.tsm.store import StoreError
 
     if threads > 0:
         torch.set_num_threads(threads)
     settings = get_settings()
     try:
-        net, meta = load_model(model)
+        net, meta = load_named(model)
         dataset = load_dataset(
             data, min_classes=1, on_skip=lambda p, why: warn(f"skipping unreadable {p}: {why}")
         )

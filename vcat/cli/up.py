@@ -26,7 +26,8 @@ def up(
         port = port or settings.port
         stack.spawn("api", api_argv(host, port))
         for i in range(workers):
-            stack.spawn(f"worker-{i + 1}", worker_argv(), restart=True)
+            # 2: click's usage error (bad arguments); restarting would only repeat it.
+            stack.spawn(f"worker-{i + 1}", worker_argv(), restart=True, fatal=(2,))
         console.print(
             f"vcat is up: API on http://{host}:{port}, {workers} worker(s)"
             f"  (data in {settings.data_dir})"
@@ -48,13 +49,23 @@ def migrate_cmd(
     down: bool = typer.Option(False, "--down", help="Downgrade to REVISION (e.g. base)"),
 ) -> None:
     """Apply (or revert) database migrations on VCAT_DATABASE_URL."""
+    from alembic.util import CommandError
+    from sqlalchemy.exc import OperationalError
+
     from vcat import migrate
+    from vcat.cli.dbsession import checked_engine, database_unreachable
 
     url = get_settings().database_url
     if not url:
         fail("VCAT_DATABASE_URL is not set (vcat up migrates its embedded database itself)")
-    if down:
-        migrate.downgrade(url, revision)
-    else:
-        migrate.upgrade(url, revision)
+    checked_engine(url).dispose()  # a URL that cannot work fails here, in one line
+    try:
+        if down:
+            migrate.downgrade(url, revision)
+        else:
+            migrate.upgrade(url, revision)
+    except OperationalError as exc:
+        fail(database_unreachable(exc, url))
+    except CommandError as exc:  # e.g. an unknown revision
+        fail(str(exc).splitlines()[0] if str(exc) else "migration failed")
     console.print(f"database at {'downgraded to' if down else 'upgraded to'} {revision}")

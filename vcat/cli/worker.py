@@ -11,7 +11,10 @@ import threading
 import typer
 
 from vcat.cli.common import console, fail
+from vcat.cli.dbsession import checked_engine
 from vcat.settings import get_settings
+
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")  # Celery's --loglevel choices
 
 
 def _gpu_ids(spec: str) -> list[str]:
@@ -30,12 +33,12 @@ def worker(
         "auto", help="Comma-separated queues; auto: gpu when CUDA is available, else cpu"
     ),
     concurrency: int = typer.Option(
-        None, help="Jobs at once in this process (default VCAT_WORKER_CONCURRENCY)"
+        None, min=1, help="Jobs at once in this process (default VCAT_WORKER_CONCURRENCY)"
     ),
     gpus: str = typer.Option(
         "", help="Run one worker process per GPU ('all' or '0,1'), pinned by CUDA_VISIBLE_DEVICES"
     ),
-    loglevel: str = typer.Option("INFO", help="Celery log level"),
+    loglevel: str = typer.Option("INFO", help="Celery log level: " + ", ".join(LOG_LEVELS)),
     serve: bool = typer.Option(
         False, "--serve", hidden=True, help="Run the Celery worker in this process (no supervisor)"
     ),
@@ -47,7 +50,13 @@ def worker(
     settings = get_settings()
     if not settings.database_url or not settings.broker_url:
         fail("a worker needs VCAT_DATABASE_URL and VCAT_BROKER_URL (vcat up sets both)")
-    concurrency = concurrency or settings.worker_concurrency
+    # Checked here, in the parent: a child that fails on its arguments would only be restarted.
+    checked_engine(settings.database_url).dispose()
+    if loglevel.upper() not in LOG_LEVELS:
+        fail(f"--loglevel must be one of {', '.join(LOG_LEVELS)} (any case), not {loglevel!r}")
+    loglevel = loglevel.upper()
+    if concurrency is None:
+        concurrency = settings.worker_concurrency
     if serve:
         _run(queues, concurrency, loglevel)
         return
@@ -75,7 +84,8 @@ def _supervise(
             sys.executable, "-m", "vcat.cli", "worker", "--serve", "--queues", queues,
             "--concurrency", str(concurrency), "--loglevel", loglevel,
         ]  # fmt: skip
-        stack.spawn(name, argv, env=env, restart=True)
+        # 2: click's usage error (bad arguments); restarting would only repeat it.
+        stack.spawn(name, argv, env=env, restart=True, fatal=(2,))
     try:
         return stack.wait()
     finally:

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
+
+from vcat.tasks import CLIP_SECONDS_MAX, CLIP_SECONDS_MIN
 
 
 class TrainError(ValueError):
@@ -40,14 +43,52 @@ class TrainConfig:
     model_root: Path | None = None  # None: the settings' model store
 
     def validate(self) -> None:
+        """Every option, before any data is read: a bad one fails at once, not after training."""
+        from worker.tsm.store import StoreError, _check_name
+
+        try:  # the store's rule: also keeps data_dir/train/<out> inside data_dir/train
+            _check_name(self.out)
+        except StoreError as exc:
+            raise TrainError(f"--out: {exc}") from exc
         if self.segments < 1:
             raise TrainError("--segments must be at least 1")
         if self.epochs < 1:
             raise TrainError("--epochs must be at least 1")
         if self.batch_size < 1:
             raise TrainError("--batch-size must be at least 1")
-        if self.lr <= 0:
-            raise TrainError("--lr must be positive")
+        # `lr <= 0` lets nan through (every comparison with nan is False): test finite first.
+        floats = {
+            "--lr": (self.lr, False),
+            "--weight-decay": (self.weight_decay, True),
+            "--warmup-epochs": (self.warmup_epochs, True),
+            "--val-fraction": (self.val_fraction, True),
+            "--dropout": (self.dropout, True),
+        }
+        for option, (value, zero_ok) in floats.items():
+            if not math.isfinite(value) or value < 0 or (value == 0 and not zero_ok):
+                raise TrainError(
+                    f"{option} must be a finite number {'>= 0' if zero_ok else '> 0'}, got {value}"
+                )
+        # The model's default clip for indexing: the bounds `vcat index` and the API accept.
+        for option, seconds in (
+            ("--window-seconds", self.window_seconds),
+            ("--stride-seconds", self.stride_seconds),
+        ):
+            if seconds is not None and not CLIP_SECONDS_MIN <= seconds <= CLIP_SECONDS_MAX:
+                raise TrainError(  # NaN fails the comparison too
+                    f"{option} must be between {CLIP_SECONDS_MIN:g} and {CLIP_SECONDS_MAX:g} s, "
+                    f"got {seconds}"
+                )
+        if self.val_fraction >= 1:
+            raise TrainError(f"--val-fraction must be below 1, got {self.val_fraction}")
+        if self.dropout >= 1:
+            raise TrainError(f"--dropout must be below 1, got {self.dropout}")
+        if not 0 <= self.seed < 2**32:
+            raise TrainError(f"--seed must be in [0, 2**32), got {self.seed}")
+        if self.workers < 0:
+            raise TrainError("--workers must be >= 0")
+        if self.max_steps is not None and self.max_steps < 1:
+            raise TrainError("--max-steps must be at least 1")
         if self.optimizer not in ("adamw", "sgd"):
             raise TrainError(f"--optimizer must be adamw or sgd, got {self.optimizer!r}")
         if self.input_size < 32:

@@ -45,21 +45,32 @@ def _short(keys: list[str], limit: int = 8) -> str:
 # ---------------------------------------------------------------------------------------- reading
 
 
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
 def read_state_dict(path: Path) -> dict[str, Tensor]:
     """Tensors of a ``torch.save`` file (a state dict, or a dict with ``state_dict``/``model``)."""
     path = Path(path)
-    if not path.is_file():
+    if not path.exists():
         raise CheckpointError(f"{path}: no such file")
+    if not path.is_file():
+        raise CheckpointError(f"{path}: not a file")
     try:
         obj: Any = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise CheckpointError(
-            f"{path.name}: not a plain checkpoint (unsafe pickle? {first})"
+            f"{path.name}: not a plain checkpoint (unsafe pickle? {_first_line(exc)})"
         ) from exc
     except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise CheckpointError(f"{path.name}: unreadable or truncated checkpoint ({first})") from exc
+        raise CheckpointError(
+            f"{path.name}: unreadable or truncated checkpoint ({_first_line(exc)})"
+        ) from exc
+    except Exception as exc:  # junk bytes can fail the unpickler anywhere (KeyError, ...)
+        raise CheckpointError(
+            f"{path.name}: not a readable checkpoint ({type(exc).__name__}: {_first_line(exc)})"
+        ) from exc
     if isinstance(obj, dict):
         for key in ("state_dict", "model"):
             if isinstance(obj.get(key), dict):
