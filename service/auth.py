@@ -85,7 +85,7 @@ def presented_key(request: Request) -> str | None:
     scheme, _, value = auth.partition(" ")
     if scheme.lower() == "bearer" and value.strip():
         return value.strip()
-    return request.headers.get("x-api-key") or None
+    return request.headers.get("x-api-key", "").strip() or None
 
 
 def _keys_in_force(session: Session) -> bool:

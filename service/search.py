@@ -173,10 +173,17 @@ def _cursor_params(cursor: str | None, sort: str, params: dict[str, Any]) -> boo
         return False
     kinds: tuple[type, ...] = (float, str, int, int) if sort == "score" else (str, str, int, int)
     values = decode_cursor(cursor, kinds)
+    # Checked here, not by Postgres: a tampered value must be this 422, not a database error.
     try:
         uuid.UUID(values[1])
         if sort == "time":
-            datetime.fromisoformat(values[0])
+            values[0] = datetime.fromisoformat(values[0])
+            if values[0].tzinfo is None:
+                raise ValueError("no time zone")
+        elif not 0.0 <= values[0] <= 1.0:
+            raise ValueError("not a score")
+        if not all(0 <= v < 2**31 for v in values[2:]):
+            raise ValueError("out of range")
     except ValueError:
         raise SearchError("cursor: not a cursor this API issued") from None
     params.update({f"c{i}": v for i, v in enumerate(values)})

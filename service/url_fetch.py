@@ -113,6 +113,10 @@ def check_url(url: str, *, allow_hosts: Sequence[str], resolver: Resolver) -> Ta
     host = (parts.hostname or "").rstrip(".")
     if not host:
         raise UrlRejected("the URL has no host")
+    try:  # a redirect may name an internationalised host; requests and checks use its ASCII form
+        host = host.encode("idna").decode("ascii")
+    except UnicodeError:
+        raise UrlRejected(f"invalid host name {host!r}") from None
     if allow_hosts and not _host_allowed(host, allow_hosts):
         raise UrlRejected(f"host {host} is not on the allow-list", status=403)
     port = port or (443 if parts.scheme == "https" else 80)
@@ -125,6 +129,8 @@ def check_url(url: str, *, allow_hosts: Sequence[str], resolver: Resolver) -> Ta
     else:
         try:
             addresses = [ipaddress.ip_address(a.split("%")[0]) for a in resolver(host, port)]
+        except UrlRejected:
+            raise
         except ValueError as exc:
             raise UrlRejected(f"cannot resolve {host}: {exc}") from None
         if not addresses:
@@ -206,7 +212,7 @@ def fetch_to_file(
         except httpx.TimeoutException:
             dest.unlink(missing_ok=True)
             raise UrlRejected(f"timed out fetching {current}", status=504) from None
-        except httpx.HTTPError as exc:
+        except (httpx.HTTPError, httpx.InvalidURL) as exc:
             dest.unlink(missing_ok=True)
             raise UrlRejected(f"could not fetch {current}: {exc}", status=502) from None
         except BaseException:

@@ -62,6 +62,8 @@ async def search(
     names = [a.strip() for a in action]
     if any(not n or len(n) > 200 for n in names):
         raise Problem(422, "action: names must be 1 to 200 characters")
+    if t_from is not None and t_to is not None and t_from > t_to:
+        raise Problem(422, f"from ({t_from:g} s) is after to ({t_to:g} s)")
     query = SearchQuery(names, match, model, min_score, video, t_from, t_to, sort, limit, cursor)
     out = await anyio.to_thread.run_sync(_search, query, limiter=_limiter())
     audit.record(

@@ -46,6 +46,7 @@ def test_open_until_a_key_exists_then_scoped(
     assert client.get("/livez").status_code == 200
     assert client.get("/readyz").status_code == 200
     assert client.get("/videos", headers={"X-API-Key": read}).status_code == 200
+    assert client.get("/videos", headers={"X-API-Key": f" {read}\t"}).status_code == 200
     assert client.get("/videos", headers={"X-API-Key": read + "x"}).status_code == 401
     assert client.get("/videos", headers={"X-API-Key": "vcat_zz_zz"}).status_code == 401
     # read-only keys cannot change anything

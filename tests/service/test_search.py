@@ -10,6 +10,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
+from service.search import encode_cursor
 from tests.service.conftest import FakeModel, SeedVideo
 
 pytestmark = [pytest.mark.db]
@@ -153,10 +154,24 @@ def test_bad_search_input_is_4xx(client: TestClient, seed_video: SeedVideo) -> N
         {},
         {"action": ""},
         {"action": J, "cursor": "WzEsMiwzXQ"},
+        {"action": J, "from": 10, "to": 2},
     ):
         r = client.get("/search", params=params)
         assert r.status_code == 422, (params, r.text)
         assert r.headers["content-type"].startswith("application/problem+json")
+    # well-formed but tampered cursors: caught before Postgres could refuse the values
+    vid = "00000000-0000-0000-0000-000000000001"
+    for sort, values in (
+        ("score", [1e308, vid, 0, 1]),
+        ("score", [0.5, vid, 2**40, 1]),
+        ("time", ["2020-W01-1", vid, 0, 1]),
+        ("time", ["2020-01-01T00:00:00", vid, 0, 1]),  # no time zone
+    ):
+        r = client.get(
+            "/search", params={"action": J, "sort": sort, "cursor": encode_cursor(values)}
+        )
+        assert r.status_code == 422, (values, r.text)
+        assert r.json()["detail"] == "cursor: not a cursor this API issued"
 
 
 def test_actions_and_models(client: TestClient, seed_video: SeedVideo) -> None:

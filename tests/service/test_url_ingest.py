@@ -218,3 +218,32 @@ def test_api_url_ingest(
     get_settings.cache_clear()
     off = client.post("/videos", json={"url": "http://public.test/v.mp4"})
     assert off.status_code == 403 and "switched off" in off.json()["detail"]
+
+
+def test_a_redirect_to_an_internationalised_host_is_checked_in_ascii(tmp_path: Path) -> None:
+    """It was a 500: httpx could not put the raw unicode host in the Host header."""
+    up = Upstream(
+        {
+            # as a server sends it: UTF-8 bytes in the Location header
+            "/start": lambda r: httpx.Response(
+                302, headers={"location": "http://vidéos.test/a".encode()}
+            ),
+            "/a": lambda r: httpx.Response(200, content=b"abc"),
+        }
+    )
+    kw: dict[str, Any] = {"max_bytes": 100, "timeout": 5, "transport": up.transport()}
+    resolver = _resolver({"p.test": [PUBLIC_IP], "xn--vidos-dsa.test": [PUBLIC_IP]})
+    got = fetch_to_file("http://p.test/start", tmp_path / "o", resolver=resolver, **kw)
+    assert got.size == 3 and up.requests[-1].headers["host"] == "xn--vidos-dsa.test"
+    resolver = _resolver({"p.test": [PUBLIC_IP], "xn--vidos-dsa.test": ["10.0.0.5"]})
+    with pytest.raises(UrlRejected, match="refused address"):
+        fetch_to_file("http://p.test/start", tmp_path / "o2", resolver=resolver, **kw)
+
+
+def test_an_unresolvable_host_is_named_once(tmp_path: Path) -> None:
+    with pytest.raises(UrlRejected) as exc:
+        fetch_to_file(
+            "http://nowhere.test/a", tmp_path / "o", max_bytes=100, timeout=5,
+            resolver=_resolver({}), transport=Upstream({}).transport(),
+        )  # fmt: skip
+    assert str(exc.value) == "cannot resolve nowhere.test"
