@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -67,9 +67,16 @@ def clean_filename(name: str | None) -> str | None:
 
 
 async def receive_multipart(
-    content_type: str, stream: AsyncIterator[bytes], dest: Path, max_bytes: int
+    content_type: str,
+    stream: AsyncIterator[bytes],
+    dest: Path,
+    max_bytes: int,
+    allowed_fields: Collection[str] | None = None,
 ) -> Upload:
-    """Parse ``multipart/form-data`` from ``stream``, the ``file`` part into ``dest``."""
+    """Parse ``multipart/form-data`` from ``stream``, the ``file`` part into ``dest``.
+
+    ``allowed_fields`` (the names of the other parts) rejects an unexpected part as soon as its
+    headers arrive, before its body is read; ``None`` accepts any name."""
     _, params = parse_options_header(content_type)
     boundary = params.get(b"boundary")
     if not boundary:
@@ -80,6 +87,8 @@ async def receive_multipart(
     field_buf = bytearray()
     out = open(dest, "wb")  # noqa: SIM115 - closed in finally, written from callbacks
     files = 0
+    file_done = False  # the file part's closing boundary was seen
+    ended = False  # the body's closing boundary was seen
 
     def on_part_begin() -> None:
         part.headers = {}
@@ -105,6 +114,12 @@ async def receive_multipart(
                 raise UploadError("only one `file` part is accepted", 400)
             part.kind = "file"
             upload.filename = clean_filename(filename)
+        elif not name:
+            raise UploadError("a form part has no name; send the video as the `file` part", 422)
+        elif allowed_fields is not None and name not in allowed_fields:
+            raise UploadError(
+                f"unexpected form field {name!r}; send the video as the `file` part", 422
+            )
         else:
             if len(upload.fields) >= MAX_FIELDS:
                 raise UploadError("too many form fields", 400)
@@ -125,9 +140,17 @@ async def receive_multipart(
                 raise UploadError(f"form field {part.name!r} is too long", 400)
 
     def on_part_end() -> None:
+        nonlocal file_done
         if part.kind == "field":
             upload.fields[part.name] = field_buf.decode("utf-8", "replace")
+        elif part.kind == "file":
+            file_done = True
 
+    def on_end() -> None:
+        nonlocal ended
+        ended = True
+
+    complete = False
     parser = MultipartParser(
         boundary,
         {
@@ -138,6 +161,7 @@ async def receive_multipart(
             "on_header_value": on_header_value,
             "on_header_end": on_header_end,
             "on_headers_finished": on_headers_finished,
+            "on_end": on_end,
         },
     )
     try:
@@ -145,18 +169,20 @@ async def receive_multipart(
             if chunk:
                 parser.write(chunk)
         parser.finalize()
+        # finalize() does not check the final state: a body cut off mid-file (a dropped
+        # connection) would otherwise be stored as a complete, truncated video.
+        if not ended or (files and not file_done):
+            raise UploadError("multipart body ended before its closing boundary", 400)
+        if files == 0:
+            raise UploadError("the multipart body has no `file` part", 422)
+        complete = True
     except UploadError:
-        out.close()
-        dest.unlink(missing_ok=True)
         raise
-    except Exception as exc:  # the parser's own errors: malformed body
-        out.close()
-        dest.unlink(missing_ok=True)
+    except Exception as exc:  # the parser's own errors, a client gone: malformed body
         raise UploadError(f"malformed multipart body: {exc}", 400) from None
     finally:
         out.close()
-    if files == 0:
-        dest.unlink(missing_ok=True)
-        raise UploadError("the multipart body has no `file` part", 422)
+        if not complete:  # any failure (a cancelled request too) leaves no partial file behind
+            dest.unlink(missing_ok=True)
     upload.sha256 = digest.hexdigest()
     return upload

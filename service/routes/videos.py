@@ -45,6 +45,7 @@ from worker.video.probe import probe_video
 router = APIRouter(tags=["videos"])
 
 MAX_JSON_BODY = 64 * 1024
+OPTION_FIELDS = frozenset({"model", "window", "stride", "top_k"})  # multipart parts besides `file`
 NOT_A_VIDEO = {"unreadable", "no_video", "image", "not_allowed"}  # 415; other reasons: 422
 
 UPLOAD_BODY = {
@@ -136,7 +137,8 @@ def _index_options(options: IndexOptions) -> dict[str, Any]:
     }
 
 
-def _enqueue(session: Session, video: Video) -> None:
+def _enqueue(video: Video) -> None:
+    settings = get_settings()
     opts = video.options
     try:
         queue.enqueue_index(
@@ -144,13 +146,21 @@ def _enqueue(session: Session, video: Video) -> None:
             model=video.model_name,
             window=opts.get("window"),
             stride=opts.get("stride"),
-            top_k=int(opts.get("top_k") or 5),
+            top_k=int(opts.get("top_k") or settings.default_top_k),
         )
     except queue.QueueUnavailable as exc:
-        video.status = "failed"
-        video.error = str(exc)
-        session.commit()
-        raise Problem(503, f"video stored but not queued: {exc}", video_id=str(video.id)) from None
+        # The row stays `queued` (committed before this call): the workers' reconciler re-sends
+        # queued videos older than VCAT_REQUEUE_QUEUED_AFTER_SECONDS once the broker is back.
+        # Marking it failed stranded it: nothing requeues failed videos, and uploading the same
+        # bytes again only returns the existing row.
+        retry = max(1, int(settings.requeue_queued_after_seconds))
+        raise Problem(
+            503,
+            f"video stored but not queued yet ({exc}); it stays queued and is sent to the "
+            "workers when the broker is back",
+            headers={"Retry-After": str(retry)},
+            video_id=str(video.id),
+        ) from None
 
 
 def _register(
@@ -175,8 +185,7 @@ def _register(
             return replay, False
         existing = session.scalar(select(Video).where(Video.sha256 == sha256))
         if existing is not None and existing.status != "deleted":
-            _remember(session, principal, idem_key, request_hash, existing.id)
-            return existing, False
+            return _reuse(session, principal, existing, tmp, idem_key, request_hash), False
         try:
             info = probe_video(tmp)
         except VideoError as exc:
@@ -230,10 +239,39 @@ def _register(
             if again is None:
                 raise
             return again, False
-        _enqueue(session, video)
+        _enqueue(video)
         return video, True
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def _reuse(
+    session: Session,
+    principal: Principal,
+    existing: Video,
+    tmp: FilePath,
+    idem_key: str | None,
+    request_hash: str,
+) -> Video:
+    """Identical bytes: the existing video, its source file restored if it was dropped."""
+    if storage.inside_media(existing.media_file) is None:
+        # Dropped after indexing (VCAT_DELETE_SOURCE_AFTER_INDEX) or lost: these bytes are that
+        # file (same sha256), so keep them, or the video could never be reindexed or played.
+        name = storage.media_name(existing.id, existing.container)
+        tmp.rename(storage.media_root() / name)
+        existing.media_file = name
+        session.commit()
+    if idem_key:
+        try:
+            _remember(session, principal, idem_key, request_hash, existing.id)
+            session.commit()  # else the key is forgotten and a later other body gets no 409
+        except IntegrityError:  # a concurrent request with the same key won
+            session.rollback()
+            again = _idempotent(session, principal, idem_key, request_hash)
+            if again is None:
+                raise
+            return again
+    return existing
 
 
 def _remember(
@@ -249,7 +287,7 @@ def _remember(
 
 
 def _parse_options(fields: dict[str, str]) -> IndexOptions:
-    unknown = set(fields) - {"model", "window", "stride", "top_k"}
+    unknown = set(fields) - OPTION_FIELDS
     if unknown:
         raise Problem(422, f"unknown form fields: {', '.join(sorted(unknown))}")
     try:
@@ -286,10 +324,15 @@ async def create_video(
     # End the auth query's transaction: no pooled connection is held while the body streams in.
     await run_in_threadpool(session.rollback)
     tmp = storage.incoming_path(uuid.uuid4().hex)
-    if content_type.startswith("multipart/form-data"):
+    media_type = content_type.split(";")[0].strip().lower()  # media types are case-insensitive
+    if media_type == "multipart/form-data":
         try:
             upload = await receive_multipart(
-                content_type, request.stream(), tmp, settings.max_upload_bytes
+                content_type,
+                request.stream(),
+                tmp,
+                settings.max_upload_bytes,
+                allowed_fields=OPTION_FIELDS,
             )
         except UploadError as exc:
             raise Problem(exc.status, str(exc)) from None
@@ -316,7 +359,7 @@ async def create_video(
             request_hash=request_hash,
             client_request=request,
         )
-    elif content_type.split(";")[0].strip() == "application/json":
+    elif media_type == "application/json":
         body = bytearray()
         async for chunk in request.stream():
             body.extend(chunk)
@@ -460,10 +503,16 @@ def reindex_video(
     if video.status == "processing":
         raise Problem(409, "the video is being indexed now; retry when it is done")
     if not video.media_file or storage.inside_media(video.media_file) is None:
-        raise Problem(409, "the source file was removed (retention); upload it again")
+        raise Problem(
+            409,
+            "the source file was removed after indexing (VCAT_DELETE_SOURCE_AFTER_INDEX); "
+            "upload the same file again to restore it",
+        )
     opts = options or Reindex()
     merged = dict(video.options)
-    merged.update({k: v for k, v in _index_options(opts).items() if v is not None})
+    # only the options given: an empty body keeps the stored ones (top_k included)
+    given = {"window": opts.window, "stride": opts.stride, "top_k": opts.top_k}
+    merged.update({k: v for k, v in given.items() if v is not None})
     video.options = merged
     if opts.model:
         video.model_name = opts.model
@@ -479,7 +528,7 @@ def reindex_video(
         detail={"model": video.model_name},
     )
     session.commit()
-    _enqueue(session, video)
+    _enqueue(video)
     return video_out(video)
 
 
@@ -564,9 +613,61 @@ def segment_out(s: Any) -> SegmentOut:
     )
 
 
+def _byte_ranges(header: str, size: int) -> list[tuple[int, int]] | None:
+    """The satisfiable ``(first, last)`` ranges of a Range header; ``None`` when it is to be
+    ignored (not ``bytes``, or malformed: RFC 9110 14.2), ``[]`` when none is satisfiable."""
+    unit, sep, spec = header.partition("=")
+    if not sep or unit.strip().lower() != "bytes":
+        return None
+    ranges: list[tuple[int, int]] = []
+    seen = 0
+    for item in spec.split(","):
+        item = item.strip()
+        if not item:  # empty list elements are allowed
+            continue
+        first, dash, last = item.partition("-")
+        first, last = first.strip(), last.strip()
+        if not dash or not (first or last):
+            return None
+        if any(v and not (v.isascii() and v.isdigit()) for v in (first, last)):
+            return None
+        seen += 1
+        if first:
+            start = int(first)
+            if last and int(last) < start:
+                return None  # bytes=5-2 is invalid, not unsatisfiable
+            if start < size:
+                ranges.append((start, min(int(last), size - 1) if last else size - 1))
+        elif int(last) > 0 and size > 0:  # suffix: the last N bytes; bytes=-0 selects nothing
+            ranges.append((max(size - int(last), 0), size - 1))
+    return ranges if seen else None
+
+
+def _check_range(request: Request, size: int) -> None:
+    """Starlette's FileResponse answers bad ranges itself, in text/plain, and 400s the ones
+    RFC 9110 says to ignore: drop those, 416 (problem+json) the unsatisfiable ones, and hand it
+    only the satisfiable ranges (a set with some unsatisfiable ones is still served)."""
+    header = request.headers.get("range")
+    if header is None:
+        return
+    ranges = _byte_ranges(header, size)
+    if ranges == []:
+        raise Problem(
+            416,
+            f"Range {header!r} selects no byte of this {size}-byte file",
+            headers={"Content-Range": f"bytes */{size}"},
+        )
+    raw = [(k, v) for k, v in request.scope["headers"] if k.lower() != b"range"]
+    if ranges is not None:
+        value = "bytes=" + ",".join(f"{a}-{b}" for a, b in ranges)
+        raw.append((b"range", value.encode("latin-1")))
+    request.scope["headers"] = raw
+
+
+@router.head("/videos/{video_id}/media", include_in_schema=False)
 @router.get(
     "/videos/{video_id}/media",
-    summary="The video file; supports HTTP Range so players can seek",
+    summary="The video file; supports HTTP Range so players can seek (HEAD gives the size)",
     response_class=FileResponse,
     responses={206: {"description": "Partial content"}, 416: {"description": "Bad range"}},
 )
@@ -580,6 +681,7 @@ def video_media(
     path = storage.inside_media(video.media_file)
     if path is None:
         raise Problem(404, "the source file of this video was removed")
+    _check_range(request, path.stat().st_size)
     audit.record(
         session,
         principal,
@@ -592,6 +694,7 @@ def video_media(
     return FileResponse(path, media_type=storage.media_type(video.container))
 
 
+@router.head("/videos/{video_id}/clips/{n}/thumbnail", include_in_schema=False)
 @router.get(
     "/videos/{video_id}/clips/{n}/thumbnail",
     summary="A clip's thumbnail image",
