@@ -107,6 +107,41 @@ def test_bad_setting_in_main(
     assert line.startswith(f"error: {variable}: ") and says in line
 
 
+@pytest.mark.parametrize(
+    ("args", "says"),
+    [
+        (["index", "--top-k", "abc", "x.mp4"], "error: Invalid value for '--top-k'"),
+        (["nosuchcommand"], "error: No such command 'nosuchcommand'."),
+        (["index"], "error: Missing argument 'videos'. (see `vcat index --help`)"),
+    ],
+)
+def test_usage_errors_are_one_line(
+    env: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], args: list[str], says: str
+) -> None:
+    """Click's own usage errors too: they were a boxed panel under a usage line."""
+    from vcat.cli import main
+
+    env.setattr(sys, "argv", ["vcat", *args])
+    with pytest.raises(SystemExit) as exit_:
+        main()
+    out = capsys.readouterr()
+    assert exit_.value.code == 2
+    assert one_error_line(2, out.err, out.out).startswith(says)
+
+
+def test_main_passes_exit_statuses_through(
+    env: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from vcat.cli import main
+
+    for args, code in ((["version"], 0), (["models", "show", "nosuch"], 1)):
+        env.setattr(sys, "argv", ["vcat", *args])
+        with pytest.raises(SystemExit) as exit_:
+            main()
+        assert exit_.value.code == code, args
+    capsys.readouterr()
+
+
 def test_settings_bounds(env: pytest.MonkeyPatch) -> None:
     from pydantic import ValidationError
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from typing import Any
 
 import typer
 from pydantic import ValidationError
@@ -61,9 +62,28 @@ def _error(message: str) -> None:
     err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
 
 
+# click's UsageError and ClickException, wherever this Typer keeps click (newer releases vendor it)
+_UsageError: Any = typer.BadParameter.__base__
+_ClickException: Any = _UsageError.__base__
+
+
 def main() -> None:
+    # Not standalone: click would print usage errors as a multi-line panel; here they are one
+    # line like every other error, and an exit status comes back as the return value.
     try:
-        app()
+        code = app(standalone_mode=False, prog_name="vcat")
+    except _UsageError as exc:
+        message = exc.format_message()
+        if message:  # empty when no arguments were given and the help was printed instead
+            where = exc.ctx.command_path if exc.ctx is not None else "vcat"
+            _error(f"{message} (see `{where} --help`)")
+        raise SystemExit(exc.exit_code) from None
+    except _ClickException as exc:
+        _error(exc.format_message())
+        raise SystemExit(exc.exit_code) from None
+    except typer.Abort:
+        _error("aborted")
+        raise SystemExit(1) from None
     except CLIError as exc:
         _error(str(exc))
         raise SystemExit(1) from None
@@ -73,3 +93,4 @@ def main() -> None:
             raise
         _error(_settings_error(exc))
         raise SystemExit(1) from None
+    raise SystemExit(code if isinstance(code, int) else 0)
