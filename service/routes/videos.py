@@ -643,14 +643,22 @@ def _byte_ranges(header: str, size: int) -> list[tuple[int, int]] | None:
     return ranges if seen else None
 
 
-def _check_range(request: Request, size: int) -> None:
+def _check_range(request: Request, size: int, response: FileResponse) -> None:
     """Starlette's FileResponse answers bad ranges itself, in text/plain, and 400s the ones
     RFC 9110 says to ignore: drop those, 416 (problem+json) the unsatisfiable ones, and hand it
-    only the satisfiable ranges (a set with some unsatisfiable ones is still served)."""
+    only the satisfiable ranges (a set with some unsatisfiable ones is still served). A Range
+    whose If-Range names another version of the file is dropped first: the answer is the file."""
     header = request.headers.get("range")
     if header is None:
         return
-    ranges = _byte_ranges(header, size)
+    if_range = request.headers.get("if-range")
+    if if_range is not None and (
+        if_range.startswith("W/")
+        or if_range not in (response.headers["etag"], response.headers["last-modified"])
+    ):
+        ranges = None
+    else:
+        ranges = _byte_ranges(header, size)
     if ranges == []:
         raise Problem(
             416,
@@ -681,7 +689,11 @@ def video_media(
     path = storage.inside_media(video.media_file)
     if path is None:
         raise Problem(404, "the source file of this video was removed")
-    _check_range(request, path.stat().st_size)
+    stat = path.stat()
+    response = FileResponse(
+        path, media_type=storage.media_type(video.container), stat_result=stat
+    )  # its ETag and Last-Modified, for If-Range
+    _check_range(request, stat.st_size, response)
     audit.record(
         session,
         principal,
@@ -691,7 +703,7 @@ def video_media(
         detail={"range": request.headers.get("range")},
         durable=False,
     )
-    return FileResponse(path, media_type=storage.media_type(video.container))
+    return response
 
 
 @router.head("/videos/{video_id}/clips/{n}/thumbnail", include_in_schema=False)

@@ -149,6 +149,12 @@ def test_media_range_validation(
     assert multi.status_code == 206
     assert multi.headers["content-type"].startswith("multipart/byteranges")
     assert data[:10] in multi.content and data[20:30] in multi.content
+    # If-Range naming another version of the file: the Range is ignored, whatever it says
+    for other in ('"not-this-etag"', "W/" + multi.headers["etag"]):
+        r = client.get(url, headers={"Range": "bytes=2000-", "If-Range": other})
+        assert r.status_code == 200 and r.content == data
+    same = client.get(url, headers={"Range": "bytes=0-9", "If-Range": multi.headers["etag"]})
+    assert same.status_code == 206 and same.content == data[:10]
 
 
 def test_reindex_without_a_body_keeps_the_stored_options(
