@@ -72,36 +72,31 @@ def _family(host: str) -> socket.AddressFamily:
 def _check_free(host: str, port: int) -> None:
     """Fail in one line if the address is taken, by anything, a vcat API included: with
     ``SO_REUSEPORT`` a second vcat on the same port would otherwise silently share it."""
-    probe = socket.socket(_family(host), socket.SOCK_STREAM)
-    try:
-        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        probe.bind((host, port))
-    except OSError as exc:
-        reason = "already in use" if exc.errno == errno.EADDRINUSE else exc.strerror
-        fail(f"cannot listen on {host}:{port}: {reason}")
-    finally:
-        probe.close()
+    _bind(host, port, reuse_port=False, listen=False, code=1).close()
 
 
-def _listen(host: str, port: int, reuse_port: bool) -> socket.socket:
+def _bind(host: str, port: int, *, reuse_port: bool, listen: bool, code: int) -> socket.socket:
+    """A socket bound to the address (and listening, if ``listen``); a one-line error with exit
+    status ``code`` if that fails."""
     sock = socket.socket(_family(host), socket.SOCK_STREAM)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         if reuse_port:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         sock.bind((host, port))
-        sock.listen(BACKLOG)
+        if listen:
+            sock.listen(BACKLOG)
     except OSError as exc:
         sock.close()
         reason = "already in use" if exc.errno == errno.EADDRINUSE else exc.strerror
-        fail(f"cannot listen on {host}:{port}: {reason}", code=STARTUP_FAILURE)
+        fail(f"cannot listen on {host}:{port}: {reason}", code=code)
     return sock
 
 
 def _serve(host: str, port: int, *, reuse_port: bool, **options: object) -> None:
     import uvicorn
 
-    sock = _listen(host, port, reuse_port)
+    sock = _bind(host, port, reuse_port=reuse_port, listen=True, code=STARTUP_FAILURE)
     config = uvicorn.Config(APP, host=host, port=port, **options)  # type: ignore[arg-type]
     server = uvicorn.Server(config)
     try:

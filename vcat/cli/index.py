@@ -70,7 +70,8 @@ def index(
 
     failures: dict[str, VideoError] = {}
     durations: dict[str, float] = {}
-    for path in dict.fromkeys(videos):
+    order = list(dict.fromkeys(videos))  # each file once, in the order given
+    for path in order:
         try:
             durations[path] = probe_video(path).duration or 0.0
         except VideoError as exc:
@@ -116,7 +117,6 @@ def index(
             else:
                 results[result.path] = result
 
-    order = list(dict.fromkeys(videos))
     to_stdout = json_file is not None and str(json_file) == "-"
     for path in order:
         if path in results:
