@@ -53,19 +53,26 @@ def env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[pytest.Monk
     get_settings.cache_clear()
 
 
-def run_main(args: list[str], cwd: Path, **env: str) -> subprocess.CompletedProcess[str]:
-    """``python -m vcat.cli`` in a child: only that goes through ``main()``'s handlers."""
+def run_python(
+    args: list[str], cwd: Path, timeout: float = 120, **env: str
+) -> subprocess.CompletedProcess[str]:
+    """``python ARGS`` in a child, with this checkout importable and no VCAT_* of ours."""
     clean = {k: v for k, v in os.environ.items() if not k.startswith("VCAT_")}
-    clean.update(PYTHONPATH=str(REPO), VCAT_DATA_DIR=str(cwd / "var"), **env)
+    clean.update(PYTHONPATH=str(REPO), **env)
     return subprocess.run(
-        [sys.executable, "-m", "vcat.cli", *args],
+        [sys.executable, *args],
         cwd=cwd,
         env=clean,
         capture_output=True,
         text=True,
-        timeout=120,
+        timeout=timeout,
         check=False,
     )
+
+
+def run_main(args: list[str], cwd: Path, **env: str) -> subprocess.CompletedProcess[str]:
+    """``python -m vcat.cli`` in a child: only that goes through ``main()``'s handlers."""
+    return run_python(["-m", "vcat.cli", *args], cwd, VCAT_DATA_DIR=str(cwd / "var"), **env)
 
 
 # ------------------------------------------------------------------------- 1: VCAT_* settings
@@ -319,16 +326,8 @@ def test_worker_child_with_bad_arguments_is_not_restarted(tmp_path: Path) -> Non
         "from vcat.cli.worker import _supervise;"
         "raise SystemExit(_supervise([('worker', 'cpu', {})], -3, 'INFO'))"
     )
-    env = {k: v for k, v in os.environ.items() if not k.startswith("VCAT_")}
-    env.update(PYTHONPATH=str(REPO), VCAT_DATABASE_URL=UNREACHABLE, VCAT_BROKER_URL="redis://x")
-    res = subprocess.run(
-        [sys.executable, "-c", code],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
+    res = run_python(
+        ["-c", code], tmp_path, 60, VCAT_DATABASE_URL=UNREACHABLE, VCAT_BROKER_URL="redis://x"
     )
     assert res.returncode == 2, res.stdout + res.stderr
     assert "restarting" not in res.stdout

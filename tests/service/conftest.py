@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import httpx
 import pytest
+import redis
 from fastapi.testclient import TestClient
 from sqlalchemy import text
 from sqlalchemy.orm import Session
@@ -102,3 +105,24 @@ def seed_video(db: Session, media_root: Path) -> SeedVideo:
         return vid
 
     return _seed
+
+
+def upload(
+    client: TestClient, path: Path, headers: dict[str, str] | None = None, **fields: str
+) -> httpx.Response:
+    """POST ``path`` to /videos as the multipart ``file`` part, with option ``fields``."""
+    with open(path, "rb") as fh:
+        return client.post(
+            "/videos",
+            files={"file": (path.name, fh, "video/mp4")},
+            data=fields,
+            headers=headers or {},
+        )
+
+
+def queued(redis_client: redis.Redis) -> list[dict]:
+    """The headers of the Celery messages waiting in the index queue."""
+    from service.queue import index_queue
+
+    messages = [json.loads(m) for m in redis_client.lrange(index_queue(), 0, -1)]
+    return [m["headers"] for m in messages]

@@ -3,12 +3,10 @@ Range validation, reindex options, broker outage, content-type case, HEAD, odd f
 
 from __future__ import annotations
 
-import json
 import uuid
 from collections.abc import Callable
 from pathlib import Path
 
-import httpx
 import pytest
 import redis
 from fastapi.testclient import TestClient
@@ -16,30 +14,11 @@ from sqlalchemy import func, select, text
 from sqlalchemy.orm import Session
 
 from service.models import Video
-from tests.service.conftest import SeedVideo
+from tests.service.conftest import SeedVideo, queued, upload
 
 pytestmark = [pytest.mark.db, pytest.mark.broker]
 
 PROBLEM = "application/problem+json"
-
-
-def _upload(
-    client: TestClient, path: Path, headers: dict[str, str] | None = None, **fields: str
-) -> httpx.Response:
-    with open(path, "rb") as fh:
-        return client.post(
-            "/videos",
-            files={"file": (path.name, fh, "video/mp4")},
-            data=fields,
-            headers=headers or {},
-        )
-
-
-def _queued(redis_client: redis.Redis) -> list[dict]:
-    from service.queue import index_queue
-
-    messages = [json.loads(m) for m in redis_client.lrange(index_queue(), 0, -1)]
-    return [m["headers"] for m in messages]
 
 
 def _stored_files(media_root: Path) -> list[Path]:
@@ -70,15 +49,15 @@ def test_idempotency_key_on_a_deduplicated_upload_is_kept(
 ) -> None:
     a = make_video(duration=0.5)
     b = make_video(duration=0.6)
-    first = _upload(client, a)
+    first = upload(client, a)
     assert first.status_code == 202
     key = {"Idempotency-Key": "dedupe-key"}
-    again = _upload(client, a, headers=key)
+    again = upload(client, a, headers=key)
     assert again.status_code == 200 and again.json()["id"] == first.json()["id"]
-    conflict = _upload(client, b, headers=key)
+    conflict = upload(client, b, headers=key)
     assert conflict.status_code == 409, conflict.text
     assert "Idempotency-Key" in conflict.json()["detail"]
-    replay = _upload(client, a, headers=key)
+    replay = upload(client, a, headers=key)
     assert replay.status_code == 200 and replay.json()["id"] == first.json()["id"]
 
 
@@ -90,7 +69,7 @@ def test_uploading_the_same_bytes_restores_a_dropped_source(
     media_root: Path,
 ) -> None:
     path = make_video(duration=0.5)
-    vid = _upload(client, path).json()["id"]
+    vid = upload(client, path).json()["id"]
     # what worker.jobs.drop_source does under VCAT_DELETE_SOURCE_AFTER_INDEX
     db.execute(
         text("UPDATE videos SET media_file = NULL, status = 'done' WHERE id = :v"), {"v": vid}
@@ -103,7 +82,7 @@ def test_uploading_the_same_bytes_restores_a_dropped_source(
     assert "upload the same file again" in gone.json()["detail"]
     assert client.get(f"/videos/{vid}").json()["media_url"] is None
 
-    again = _upload(client, path)
+    again = upload(client, path)
     assert again.status_code == 200 and again.json()["id"] == vid
     assert again.json()["media_url"] == f"/videos/{vid}/media"
     assert (media_root / f"{vid}.mp4").read_bytes() == path.read_bytes()
@@ -115,7 +94,7 @@ def test_uploading_the_same_bytes_restores_a_dropped_source(
     (media_root / f"{vid}.mp4").unlink()
     db.execute(text("UPDATE videos SET status = 'done' WHERE id = :v"), {"v": vid})
     db.commit()
-    assert _upload(client, path).status_code == 200
+    assert upload(client, path).status_code == 200
     assert (media_root / f"{vid}.mp4").read_bytes() == path.read_bytes()
     assert db.scalar(select(func.count()).select_from(Video)) == 1
 
@@ -164,13 +143,13 @@ def test_reindex_without_a_body_keeps_the_stored_options(
     db: Session,
 ) -> None:
     path = make_video(duration=0.5)
-    vid = _upload(client, path, top_k="3", window="1.5").json()["id"]
+    vid = upload(client, path, top_k="3", window="1.5").json()["id"]
     db.execute(text("UPDATE videos SET status = 'done' WHERE id = :v"), {"v": vid})
     db.commit()
     r = client.post(f"/videos/{vid}/reindex")
     assert r.status_code == 202, r.text
     assert r.json()["options"]["top_k"] == 3 and r.json()["options"]["window"] == 1.5
-    assert "'top_k': 3" in _queued(redis_client)[-1]["kwargsrepr"]
+    assert "'top_k': 3" in queued(redis_client)[-1]["kwargsrepr"]
     r = client.post(f"/videos/{vid}/reindex", json={"stride": 0.5})
     assert r.json()["options"] == {"window": 1.5, "stride": 0.5, "top_k": 3}
 
@@ -191,15 +170,15 @@ def test_broker_outage_leaves_the_video_queued_for_the_reconciler(
     path = make_video(duration=0.5)
     with monkeypatch.context() as m:
         m.setattr(queue, "enqueue_index", down)
-        r = _upload(client, path)
+        r = upload(client, path)
         assert r.status_code == 503, r.text
         assert r.headers["content-type"].startswith(PROBLEM)
         assert int(r.headers["retry-after"]) > 0
         vid = r.json()["video_id"]
-        again = _upload(client, path)
+        again = upload(client, path)
         assert again.status_code == 200 and again.json()["id"] == vid
         assert again.json()["status"] == "queued" and again.json()["error"] is None
-    assert _queued(redis_client) == []
+    assert queued(redis_client) == []
     # the broker is back; once the video is older than VCAT_REQUEUE_QUEUED_AFTER_SECONDS the
     # reconciler sends it
     db.execute(
@@ -207,7 +186,7 @@ def test_broker_outage_leaves_the_video_queued_for_the_reconciler(
     )
     db.commit()
     assert reconcile_once()["orphaned"] == 1
-    [task] = _queued(redis_client)
+    [task] = queued(redis_client)
     assert task["argsrepr"] == repr([vid])
 
 

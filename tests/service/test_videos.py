@@ -4,7 +4,6 @@ media with Range."""
 from __future__ import annotations
 
 import asyncio
-import json
 import uuid
 from collections.abc import Callable, MutableMapping
 from pathlib import Path
@@ -19,28 +18,9 @@ from sqlalchemy.orm import Session
 
 from service.models import Clip, ClipScore, Video
 from tests import videos as test_videos
-from tests.service.conftest import SeedVideo
+from tests.service.conftest import SeedVideo, queued, upload
 
 pytestmark = [pytest.mark.db, pytest.mark.broker]
-
-
-def _upload(
-    client: TestClient, path: Path, headers: dict[str, str] | None = None, **fields: str
-) -> httpx.Response:
-    with open(path, "rb") as fh:
-        return client.post(
-            "/videos",
-            files={"file": (path.name, fh, "video/mp4")},
-            data=fields,
-            headers=headers or {},
-        )
-
-
-def _queued(redis_client: redis.Redis) -> list[dict]:
-    from service.queue import index_queue
-
-    messages = [json.loads(m) for m in redis_client.lrange(index_queue(), 0, -1)]
-    return [m["headers"] for m in messages]
 
 
 def test_upload_probes_stores_and_enqueues(
@@ -51,7 +31,7 @@ def test_upload_probes_stores_and_enqueues(
     db: Session,
 ) -> None:
     path = make_video("clip.mp4", duration=1.0)
-    r = _upload(client, path, model="other", top_k="3")
+    r = upload(client, path, model="other", top_k="3")
     assert r.status_code == 202, r.text
     body = r.json()
     assert r.headers["location"] == f"/videos/{body['id']}"
@@ -65,14 +45,14 @@ def test_upload_probes_stores_and_enqueues(
     assert body["sha256"] == hashlib.sha256(path.read_bytes()).hexdigest()
     assert (media_root / f"{body['id']}.mp4").read_bytes() == path.read_bytes()
     assert list((media_root / ".incoming").iterdir()) == []
-    [task] = _queued(redis_client)
+    [task] = queued(redis_client)
     assert task["task"] == "vcat.index_video"
     assert task["argsrepr"] == repr([body["id"]])
     assert client.get(f"/videos/{body['id']}").json()["status"] == "queued"
     # identical bytes again: the same video, nothing new queued
-    again = _upload(client, path)
+    again = upload(client, path)
     assert again.status_code == 200 and again.json()["id"] == body["id"]
-    assert len(_queued(redis_client)) == 1
+    assert len(queued(redis_client)) == 1
     assert db.scalar(select(func.count()).select_from(Video)) == 1
 
 
@@ -88,12 +68,12 @@ def test_identical_upload_racing_an_uncommitted_one_gets_that_video(
     db.add(other)
     db.flush()  # inserted, not committed: the upload's own insert waits on the unique index
     result: list[httpx.Response] = []
-    upload = threading.Thread(target=lambda: result.append(_upload(client, path)))
-    upload.start()
-    upload.join(timeout=1.5)
-    assert upload.is_alive()  # blocked behind the open transaction
+    uploader = threading.Thread(target=lambda: result.append(upload(client, path)))
+    uploader.start()
+    uploader.join(timeout=1.5)
+    assert uploader.is_alive()  # blocked behind the open transaction
     db.commit()
-    upload.join(timeout=30)
+    uploader.join(timeout=30)
     assert result and result[0].status_code == 200, result[0].text if result else "no response"
     assert result[0].json()["id"] == str(other.id)
     assert db.scalar(select(func.count()).select_from(Video)) == 1
@@ -107,15 +87,15 @@ def test_idempotency_key(
     a = make_video(duration=0.5)
     b = make_video(duration=0.6)
     key = {"Idempotency-Key": "abc-123"}
-    first = _upload(client, a, headers=key)
+    first = upload(client, a, headers=key)
     assert first.status_code == 202
-    replay = _upload(client, a, headers=key)
+    replay = upload(client, a, headers=key)
     assert replay.status_code == 200 and replay.json()["id"] == first.json()["id"]
-    conflict = _upload(client, b, headers=key)
+    conflict = upload(client, b, headers=key)
     assert conflict.status_code == 409
     assert "Idempotency-Key" in conflict.json()["detail"]
-    assert _upload(client, a, headers=key, top_k="2").status_code == 409  # other options
-    assert len(_queued(redis_client)) == 1
+    assert upload(client, a, headers=key, top_k="2").status_code == 409  # other options
+    assert len(queued(redis_client)) == 1
 
 
 def test_size_limit_counts_bytes_read(
@@ -129,7 +109,7 @@ def test_size_limit_counts_bytes_read(
     path = make_video(duration=1.0)
     monkeypatch.setenv("VCAT_MAX_UPLOAD_BYTES", str(path.stat().st_size - 1))
     get_settings.cache_clear()
-    r = _upload(client, path)
+    r = upload(client, path)
     assert r.status_code == 413 and "limit" in r.json()["detail"]
     assert list((media_root / ".incoming").iterdir()) == []
 
@@ -144,12 +124,12 @@ def test_non_videos_are_rejected(
         "empty.mp4": test_videos.make_zero_byte(tmp_path / "empty.mp4"),
     }
     for name, path in cases.items():
-        r = _upload(client, path)
+        r = upload(client, path)
         assert r.status_code in (415, 422), (name, r.text)
         assert r.headers["content-type"].startswith("application/problem+json")
         assert "not a decodable video" in r.json()["detail"], name
     assert list((media_root / ".incoming").iterdir()) == []
-    assert _queued(redis_client) == []
+    assert queued(redis_client) == []
 
 
 def test_malformed_requests_are_4xx(client: TestClient, make_video: Callable[..., Path]) -> None:
@@ -172,8 +152,8 @@ def test_malformed_requests_are_4xx(client: TestClient, make_video: Callable[...
         == 400
     )
     path = make_video(duration=0.5)
-    assert _upload(client, path, top_k="0").status_code == 422
-    assert _upload(client, path, bogus="1").status_code == 422
+    assert upload(client, path, top_k="0").status_code == 422
+    assert upload(client, path, bogus="1").status_code == 422
     assert client.post("/videos", json={"url": "ftp://example.com/a.mp4"}).status_code == 422
     assert client.post("/videos", json={"nothing": 1}).status_code == 422
     assert (
@@ -238,7 +218,7 @@ def test_reindex(
     r = client.post(f"/videos/{vid}/reindex", json={"model": "bigger", "top_k": 7})
     assert r.status_code == 202, r.text
     assert r.json()["status"] == "queued" and r.json()["model"] == "bigger"
-    [task] = _queued(redis_client)
+    [task] = queued(redis_client)
     assert "'model': 'bigger'" in task["kwargsrepr"] and "'top_k': 7" in task["kwargsrepr"]
     db.execute(text("UPDATE videos SET status='processing' WHERE id=:v"), {"v": vid})
     db.commit()
@@ -255,7 +235,7 @@ def test_media_supports_range(
     client: TestClient, make_video: Callable[..., Path], redis_client: redis.Redis
 ) -> None:
     path = make_video(duration=1.0)
-    vid = _upload(client, path).json()["id"]
+    vid = upload(client, path).json()["id"]
     data = path.read_bytes()
     full = client.get(f"/videos/{vid}/media")
     assert full.status_code == 200 and full.content == data
