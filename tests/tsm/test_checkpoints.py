@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
@@ -11,6 +12,7 @@ from torch import Tensor
 
 from tests.tsm.conftest import make_model
 from worker.tsm.checkpoints import (
+    META_FILE,
     CheckpointError,
     import_external,
     load_vcat,
@@ -173,8 +175,13 @@ class NotAStateDict:
 def test_non_state_dict_pickles_are_refused(tmp_path: Path) -> None:
     obj_file = tmp_path / "object.pth"
     torch.save(NotAStateDict(), obj_file)
-    with pytest.raises(CheckpointError, match="unsafe pickle"):
+    with pytest.raises(CheckpointError, match="not a PyTorch checkpoint of plain tensors") as e:
         read_state_dict(obj_file)
+    assert "weights_only" not in str(e.value)  # torch's advice to unpickle anything: not ours
+    html = tmp_path / "error-page.pth"
+    html.write_bytes(b"<html><body>404 Not Found</body></html>")
+    with pytest.raises(CheckpointError, match="not a PyTorch checkpoint"):
+        read_state_dict(html)
     list_file = tmp_path / "list.pth"
     torch.save([torch.zeros(2)], list_file)
     with pytest.raises(CheckpointError, match="does not contain a state dict"):
@@ -194,3 +201,62 @@ def test_parse_authors_filename() -> None:
     assert not tsn.shift and tsn.num_segments == 5
     with pytest.raises(CheckpointError, match="only RGB"):
         parse_authors_filename("TSM_something_Flow_resnet50_shift8_blockres_avg_segment8_e45.pth")
+
+
+def test_mmaction2_frames_come_from_the_file_name(tmp_path: Path) -> None:
+    model, meta = make_model("resnet18", segments=16)
+    state = mmaction_layout(model.state_dict())
+    path = tmp_path / "tsm_imagenet-pretrained-r18_8xb16-1x1x16-50e_kinetics400-rgb_2022-1a2b.pth"
+    torch.save({"state_dict": state}, path)
+    imported, imeta = import_external(path, meta.labels, "mm16")
+    assert imeta.num_segments == 16
+    assert_same_logits(model, imported, 16)
+    anonymous = tmp_path / "model.pth"
+    torch.save({"state_dict": state}, anonymous)
+    with pytest.raises(CheckpointError, match="pass it"):  # T unknown: never a silent 8
+        import_external(anonymous, meta.labels, "mm")
+    assert import_external(anonymous, meta.labels, "mm", 16)[1].num_segments == 16
+
+
+def test_label_map_must_fit_the_checkpoint(tmp_path: Path) -> None:
+    online, ometa = make_model("mobilenetv2", segments=4, online=True, classes=27)
+    demo = tmp_path / "mobilenetv2_jester_online.pth.tar"
+    torch.save(online_layout(online.state_dict()), demo)
+    # mmaction2's Jester map has the same 27 classes in another order: never silently
+    with pytest.raises(CheckpointError, match="own class order"):
+        import_external(demo, ometa.labels, "j", label_map="jester")
+    assert import_external(demo, ometa.labels, "j")[1].online  # a label file is taken
+
+    r18, meta = make_model("resnet18", segments=8, classes=174)
+    v1 = tmp_path / "TSM_something_RGB_resnet18_shift8_blockres_avg_segment8_e45.pth"
+    torch.save({"state_dict": authors_layout(r18.state_dict())}, v1)
+    with pytest.raises(CheckpointError, match="'somethingv2' label map"):
+        import_external(v1, meta.labels, "v1", label_map="somethingv2")
+    v2 = tmp_path / v1.name.replace("something", "somethingv2")
+    v1.rename(v2)
+    assert import_external(v2, meta.labels, "v2", label_map="somethingv2")[1].num_classes == 174
+
+    mm = tmp_path / "tsm_r18_1x1x8_50e_sthv2_rgb_20220831-64d69186.pth"
+    torch.save({"state_dict": mmaction_layout(r18.state_dict())}, mm)
+    with pytest.raises(CheckpointError, match="mmaction2 somethingv2"):
+        import_external(mm, meta.labels, "mm", label_map="kinetics400")
+
+
+def test_mmaction2_mobilenetv2_is_refused_by_name(tmp_path: Path) -> None:
+    state = {"backbone.conv1.conv.weight": torch.zeros(32, 3, 3, 3),
+             "backbone.layer1.0.conv.0.conv.weight": torch.zeros(32, 1, 3, 3),
+             "cls_head.fc_cls.weight": torch.zeros(5, 1280)}  # fmt: skip
+    path = tmp_path / "tsm_mobilenetv2_1x1x8_kinetics400.pth"
+    torch.save({"state_dict": state}, path)
+    with pytest.raises(CheckpointError, match="MobileNetV2-TSM checkpoints are not supported"):
+        import_external(path, [f"c{i}" for i in range(5)], "m")
+
+
+def test_invalid_metadata_is_a_checkpoint_error(tmp_path: Path) -> None:
+    model, meta = make_model("resnet18", segments=2)
+    save_vcat(model, meta, tmp_path / "m")
+    data = json.loads((tmp_path / "m" / META_FILE).read_text())
+    data["shift_place"] = "blocks"
+    (tmp_path / "m" / META_FILE).write_text(json.dumps(data))
+    with pytest.raises(CheckpointError, match="invalid model metadata"):
+        load_vcat(tmp_path / "m")

@@ -131,3 +131,46 @@ def test_pull_verifies_and_imports(model_dir, checkpoint, http_dir, monkeypatch)
     monkeypatch.setitem(store.RELEASES, "online", Release(NAME, None, 2))
     with pytest.raises(StoreError, match="pass --labels PATH"):
         store.pull("online", base_url=url)
+
+
+@pytest.fixture
+def raw_server() -> Iterator[tuple[str, dict[str, bytes]]]:
+    """A TCP server answering ``replies[path]`` byte for byte, then closing the connection."""
+    import socket
+
+    replies: dict[str, bytes] = {}
+    listener = socket.create_server(("127.0.0.1", 0))
+    listener.settimeout(0.2)
+    stop = threading.Event()
+
+    def serve() -> None:
+        while not stop.is_set():
+            try:
+                conn, _ = listener.accept()
+            except TimeoutError:
+                continue
+            with conn:
+                path = conn.recv(65536).split(b" ")[1].decode()
+                conn.sendall(replies.get(path, b"HTTP/1.1 404 Not Found\r\n\r\n"))
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{listener.getsockname()[1]}", replies
+    finally:
+        stop.set()
+        thread.join()
+        listener.close()
+
+
+def test_broken_downloads_are_one_error_and_leave_nothing(raw_server, tmp_path: Path) -> None:
+    url, replies = raw_server
+    replies["/short"] = b"HTTP/1.1 200 OK\r\nContent-Length: 10000\r\n\r\n" + b"x" * 5000
+    replies["/garbage"] = b"SSH-2.0-OpenSSH_9.2\r\n"
+    replies["/chunked"] = (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+                           b"1000\r\n" + b"x" * 100)  # fmt: skip
+    for path, reason in [("/short", "5000 of 10000"), ("/garbage", ""), ("/chunked", "")]:
+        dest = tmp_path / "m.pth"
+        with pytest.raises(StoreError, match=f"download of {url}{path} failed.*{reason}"):
+            store.download(url + path, dest)
+        assert list(tmp_path.iterdir()) == []  # no model, no .part

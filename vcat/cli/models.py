@@ -29,17 +29,20 @@ def _summary(meta: Any) -> dict[str, Any]:
 @app.command("import")
 def import_(
     file: Path = typer.Argument(..., help="Checkpoint: TSM authors' .pth, mmaction2 .pth."),
-    labels: str = typer.Option(..., "--labels", help="kinetics400 | somethingv2 | jester | PATH"),
+    labels: str = typer.Option(
+        ..., "--labels", help="kinetics400 | somethingv2 | jester (mmaction2's order) | PATH"
+    ),
     segments: int | None = typer.Option(None, "--segments", min=1, help="Frames per clip (T)."),
     name: str | None = typer.Option(None, "--name", help="Store name (default: file name)."),
     as_json: bool = JSON,
 ) -> None:
     """Convert an external checkpoint into vcat's format in the model store."""
     from worker.tsm.checkpoints import CheckpointError
-    from worker.tsm.store import StoreError, import_checkpoint, resolve_labels
+    from worker.tsm.store import LABEL_URLS, StoreError, import_checkpoint, resolve_labels
 
+    named = labels if labels in LABEL_URLS else None
     try:
-        meta = import_checkpoint(file, resolve_labels(labels), segments, name)
+        meta = import_checkpoint(file, resolve_labels(labels), segments, name, label_map=named)
     except (CheckpointError, StoreError) as exc:
         fail(str(exc))
     if as_json:

@@ -60,8 +60,10 @@ def read_state_dict(path: Path) -> dict[str, Tensor]:
     try:
         obj: Any = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
+        # torch's own message advises weights_only=False: wrong for a file from the network.
         raise CheckpointError(
-            f"{path.name}: not a plain checkpoint (unsafe pickle? {_first_line(exc)})"
+            f"{path.name}: not a PyTorch checkpoint of plain tensors (vcat never unpickles "
+            "other objects)"
         ) from exc
     except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as exc:
         raise CheckpointError(
@@ -211,6 +213,35 @@ def parse_authors_filename(name: str) -> AuthorsName:
     )  # fmt: skip
 
 
+# The named label maps (``worker.tsm.store.LABEL_URLS``) whose class order each checkpoint family
+# was trained with; None: none of them (Something V1, and the online demo's own Jester order).
+_AUTHORS_DATASETS: dict[str, str | None] = {
+    "kinetics": "kinetics400", "somethingv2": "somethingv2", "something": None, "jester": None,
+}  # fmt: skip
+_MMACTION_DATASETS = {"kinetics400": "kinetics400", "sthv2": "somethingv2", "jester": "jester"}
+# mmaction2 names carry ``{clip_len}x{frame_interval}x{num_clips}``; TSM's T is num_clips.
+_MMACTION_FRAMES = re.compile(r"(?:^|[_-])\d+x\d+x(\d+)(?=[_-]|$)")
+
+
+def _mmaction_name(name: str) -> tuple[int | None, str | None, bool]:
+    """(T, the named label map, whether the dataset is known) from an mmaction2 file name."""
+    m = _MMACTION_FRAMES.search(name)
+    tokens = set(re.split(r"[_.-]", name.lower()))
+    known = [v for k, v in _MMACTION_DATASETS.items() if k in tokens]
+    return (int(m.group(1)) if m else None), (known[0] if known else None), bool(known)
+
+
+def _check_label_map(source: str, label_map: str, trained_on: str | None, what: str) -> None:
+    if label_map == trained_on:
+        return
+    needs = (f"the {trained_on!r} map" if trained_on
+             else "a label file in its own class order (--labels PATH)")  # fmt: skip
+    raise CheckpointError(
+        f"{source}: a {what} model; the {label_map!r} label map has other classes or another "
+        f"class order: it needs {needs}"
+    )
+
+
 def convert_authors(state: dict[str, Tensor]) -> dict[str, Tensor]:
     """Authors' keys: ``module.base_model.*`` -> ``backbone.*``; ``new_fc`` or base fc -> head."""
     out: dict[str, Tensor] = {}
@@ -247,6 +278,13 @@ def convert_online(state: dict[str, Tensor]) -> dict[str, Tensor]:
 
 def convert_mmaction(state: dict[str, Tensor]) -> dict[str, Tensor]:
     """mmaction2 ResNet-TSM (``backbone.layer1.0.conv1.conv.net.weight``, ``cls_head.fc_cls``)."""
+    if any(re.match(r"backbone\.layer\d+\.\d+\.conv\.\d+\.", k) for k in state):
+        # mmaction2's MobileNetV2 (ConvModules in layer1..7): its layout was never checked
+        # against a published file, so it is refused rather than guessed.
+        raise CheckpointError(
+            "mmaction2 MobileNetV2-TSM checkpoints are not supported (mmaction2 ResNet-TSM and "
+            "the TSM authors' MobileNetV2 files are)"
+        )
     out: dict[str, Tensor] = {}
     for key, value in state.items():
         if key.startswith("cls_head.fc_cls."):
@@ -278,13 +316,19 @@ def detect_format(state: dict[str, Tensor]) -> str:
 
 
 def import_external(
-    path: Path, labels: list[str], name: str, num_segments: int | None = None
+    path: Path,
+    labels: list[str],
+    name: str,
+    num_segments: int | None = None,
+    label_map: str | None = None,
 ) -> tuple[Recognizer, ModelMeta]:
     """Load an authors' / mmaction2 / online-demo checkpoint strictly; returns (model, meta).
 
     For authors' files the architecture in the file name must agree with the tensors. T comes from
-    ``num_segments``, else the file name, else 8 (the authors' own test script takes it as an
-    argument too).
+    ``num_segments``, else the file name (the authors' ``segment8``, mmaction2's ``1x1x8``);
+    when neither gives it, it must be passed. ``label_map``: the named public map ``labels``
+    came from (None for a file); refused when the file name says the model was trained on
+    another dataset or class order (Jester's 27 classes come in two orders, for one).
     """
     path = Path(path)
     state = read_state_dict(path)
@@ -298,6 +342,15 @@ def import_external(
     converted = converters[fmt](state)
     info = infer_arch(converted)
     shift_div, segments = 8, num_segments
+    if fmt == "online":
+        segments = segments or 8  # the online network shifts frame by frame: T is nominal
+        if label_map is not None:
+            _check_label_map(path.name, label_map, None, "TSM online demo (its own Jester order)")
+    elif fmt == "mmaction2":
+        frames, trained_on, known = _mmaction_name(path.name)
+        segments = segments or frames
+        if label_map is not None and known:
+            _check_label_map(path.name, label_map, trained_on, f"mmaction2 {trained_on}")
     if fmt == "authors":
         try:
             named = parse_authors_filename(path.name)
@@ -313,12 +366,19 @@ def import_external(
                 )
             shift_div = named.shift_div
             segments = segments or named.num_segments
+            if label_map is not None and named.dataset in _AUTHORS_DATASETS:
+                trained = _AUTHORS_DATASETS[named.dataset]
+                _check_label_map(path.name, label_map, trained, f"TSM {named.dataset}")
+    if segments is None:
+        raise CheckpointError(
+            f"{path.name}: frames per clip (T) is not in the file name; pass it (--segments)"
+        )
     if info.num_classes != len(labels):
         raise CheckpointError(
             f"{path.name}: classifier has {info.num_classes} classes, label file has {len(labels)}"
         )
     meta = ModelMeta(
-        name=name, arch=info.arch, num_segments=segments or 8, labels=list(labels),
+        name=name, arch=info.arch, num_segments=segments, labels=list(labels),
         shift=info.shift, shift_div=shift_div, shift_place=info.shift_place,
         online=fmt == "online",
         provenance={"source": path.name, "format": fmt},
@@ -359,6 +419,9 @@ def load_vcat(directory: Path) -> tuple[Recognizer, ModelMeta]:
         state = load_file(str(directory / WEIGHTS_FILE))
     except (SafetensorError, OSError) as exc:
         raise CheckpointError(f"{directory / WEIGHTS_FILE}: unreadable ({exc})") from exc
-    model = build_model(meta)
+    try:
+        model = build_model(meta)
+    except ValueError as exc:  # an arch, placement or size the metadata cannot have
+        raise CheckpointError(f"{directory / META_FILE}: invalid model metadata ({exc})") from None
     load_state_strict(model, state, str(directory / WEIGHTS_FILE))
     return model.eval(), meta

@@ -7,6 +7,7 @@ the registry knows them. Base URLs are parameters so tests (and mirrors) can poi
 from __future__ import annotations
 
 import hashlib
+import http.client
 import re
 import shutil
 import tempfile
@@ -205,9 +206,12 @@ def download(
                 done += len(chunk)
                 if progress:
                     progress(done, total)
-    except (urllib.error.URLError, OSError, ValueError) as exc:
+        # http.client returns a short body without complaint when the server closes early
+        if length and length.isdigit() and done != int(length):
+            raise ValueError(f"connection closed after {done} of {length} bytes")
+    except (urllib.error.URLError, http.client.HTTPException, OSError, ValueError) as exc:
         part.unlink(missing_ok=True)
-        raise StoreError(f"download of {url} failed: {exc}") from exc
+        raise StoreError(f"download of {url} failed: {exc or type(exc).__name__}") from exc
     if size is not None and done != size:
         part.unlink(missing_ok=True)
         raise StoreError(f"{url}: got {done} bytes, expected {size}")
@@ -223,12 +227,13 @@ def download(
 
 def import_checkpoint(
     file: Path, labels: list[str], segments: int | None = None, name: str | None = None,
-    root: Path | None = None,
+    root: Path | None = None, label_map: str | None = None,
 ) -> ModelMeta:  # fmt: skip
-    """Convert an external checkpoint (authors' / mmaction2 / online demo) into the store."""
+    """Convert an external checkpoint (authors' / mmaction2 / online demo) into the store.
+    ``label_map``: the ``LABEL_URLS`` name ``labels`` came from (checked against the file)."""
     file = Path(file)
     model_name = _check_name(name or re.sub(r"(\.pth)?(\.tar)?$", "", file.name))
-    model, meta = import_external(file, labels, model_name, segments)
+    model, meta = import_external(file, labels, model_name, segments, label_map)
     save_model(model, meta, root)
     return meta
 
@@ -246,13 +251,17 @@ def pull(
     rel = RELEASES[name]
     spec = labels or rel.labels
     if spec is None:
-        raise StoreError(f"{name}: its class list is not a published file; pass --labels PATH")
+        raise StoreError(
+            f"{name}: its class list is not a published file (the 'jester' map is mmaction2's "
+            "order, not this model's); pass --labels PATH"
+        )
     label_list = resolve_labels(spec, labels_base_url)
     url = (base_url or AUTHORS_BASE_URL).rstrip("/") + "/" + rel.filename
     with tempfile.TemporaryDirectory() as tmp:
         file = download(url, Path(tmp) / rel.filename, rel.size, rel.sha256, progress)
         try:
-            meta = import_checkpoint(file, label_list, rel.num_segments, name, root)
+            named = spec if spec in LABEL_URLS else None
+            meta = import_checkpoint(file, label_list, rel.num_segments, name, root, named)
         except CheckpointError as exc:
             raise StoreError(f"{name}: downloaded file does not load: {exc}") from exc
     return meta
