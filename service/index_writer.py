@@ -12,6 +12,7 @@ from collections.abc import Iterable, Sequence
 from typing import Protocol
 
 from sqlalchemy import insert, select, text, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.orm import Session
 
 from service.models import Action, Clip, ClipScore, Model, Video
@@ -105,6 +106,30 @@ def _model_actions(
         raise IndexDataError("model name and version must be non-empty")
     if not labels or any(not isinstance(label, str) or not label.strip() for label in labels):
         raise IndexDataError(f"model {name}: labels must be non-empty strings")
+    for _ in range(2):
+        known = _registered(session, name, version, labels)
+        if known is not None:
+            return known
+        # Two jobs may register a new model at once: the second waits for the first's commit,
+        # inserts nothing, and reads the first's rows on the next turn.
+        model_id = session.scalar(
+            pg_insert(Model)
+            .values(name=name, version=version, num_labels=len(labels))
+            .on_conflict_do_nothing(constraint="models_name_version")
+            .returning(Model.id)
+        )
+        if model_id is not None:
+            actions = session.execute(
+                insert(Action).returning(Action.name, Action.id),
+                [{"model_id": model_id, "idx": i, "name": n} for i, n in enumerate(labels)],
+            ).all()
+            return model_id, {r[0]: r[1] for r in actions}
+    raise IndexDataError(f"model {name} version {version}: registered without its labels")
+
+
+def _registered(
+    session: Session, name: str, version: str, labels: Sequence[str]
+) -> tuple[int, dict[str, int]] | None:
     rows = session.execute(
         select(Model.id, Action.name, Action.id)
         .join(Action, Action.model_id == Model.id)
@@ -118,15 +143,7 @@ def _model_actions(
                 "give the new label set a new version"
             )
         return rows[0][0], {r[1]: r[2] for r in rows}
-    model_id = session.scalar(
-        insert(Model).values(name=name, version=version, num_labels=len(labels)).returning(Model.id)
-    )
-    assert model_id is not None
-    actions = session.execute(
-        insert(Action).returning(Action.name, Action.id),
-        [{"model_id": model_id, "idx": i, "name": n} for i, n in enumerate(labels)],
-    ).all()
-    return model_id, {r[0]: r[1] for r in actions}
+    return None
 
 
 class ClaimLost(Exception):

@@ -79,9 +79,9 @@ class Settings(BaseSettings):
     max_attempts: int = Field(default=3, ge=1, description="Attempts before a video is failed")
     job_stale_seconds: float = Field(
         default=60.0,
-        gt=0,
+        ge=4,  # twice the worker's 2 s heartbeat: below that, healthy jobs are taken away
         le=_YEAR,
-        description="A job silent this long lost its worker and is requeued",
+        description="A job silent this long lost its worker and is requeued (>= 4)",
     )
     job_time_base_seconds: float = Field(
         default=600.0, gt=0, le=_YEAR, description="Job time limit: base"

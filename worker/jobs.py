@@ -31,6 +31,7 @@ class Claim:
     media_file: str | None
     duration: float | None
     options: dict[str, Any]
+    model_name: str | None = None  # the row's: a reindex may have changed it after the message
 
     def media_path(self) -> Path | None:
         if self.media_file is None:
@@ -57,7 +58,7 @@ _CLAIM = text(
         v.status = 'queued'
         OR (v.status = 'processing' AND v.updated_at < now() - make_interval(secs => :stale))
     )
-    RETURNING v.attempts, v.media_file, v.duration, v.options, before.error
+    RETURNING v.attempts, v.media_file, v.duration, v.options, before.error, v.model_name
     """
 )
 
@@ -71,7 +72,7 @@ def claim(
     if row is None:
         session.commit()
         return None
-    attempts, media_file, duration, options, last_error = row
+    attempts, media_file, duration, options, last_error, model_name = row
     if attempts > max_attempts:
         error = f"gave up after {max_attempts} attempts; last error: {last_error or WORKER_LOST}"
         session.execute(
@@ -82,7 +83,7 @@ def claim(
         session.commit()
         return GaveUp(vid, error)
     session.commit()
-    return Claim(vid, attempts, media_file, duration, dict(options or {}))
+    return Claim(vid, attempts, media_file, duration, dict(options or {}), model_name)
 
 
 def heartbeat(session: Session, job: Claim, progress: float) -> bool:

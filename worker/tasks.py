@@ -20,6 +20,7 @@ from typing import Any
 from sqlalchemy.orm import Session
 
 from service.db import get_sessionmaker
+from service.index_writer import IndexDataError
 from service.storage import thumbs_dir
 from vcat import tasks
 from vcat.settings import get_settings
@@ -55,19 +56,27 @@ def engines() -> list[IndexEngine]:
 
 
 def _load_engine(name: str) -> IndexEngine:
-    import torch
-
     from worker.models import resolve_model
-    from worker.tsm.fast import cpu_threads, default_batch_size, make_predictor, resolve_device
     from worker.tsm.store import StoreError, load_model
 
-    settings = get_settings()
     try:
         model, meta = load_model(resolve_model(name))
     except StoreError as exc:
         raise ModelUnavailable(str(exc)) from None
     except Exception as exc:  # a corrupt or incompatible model file fails its jobs, clearly
         raise ModelUnavailable(f"model {name!r} could not be loaded: {exc}") from None
+    try:
+        return _start_engine(name, model, meta)
+    except Exception as exc:  # bad VCAT_DEVICE, out of memory at warm-up: the job fails, counted
+        raise ModelUnavailable(f"model {name!r} could not be started: {exc}") from None
+
+
+def _start_engine(name: str, model: Any, meta: Any) -> IndexEngine:
+    import torch
+
+    from worker.tsm.fast import cpu_threads, default_batch_size, make_predictor, resolve_device
+
+    settings = get_settings()
     device = resolve_device(settings.device)
     if device.type == "cpu":
         torch.set_num_threads(cpu_threads(settings.cpu_threads, decoders=PRODUCERS))
@@ -89,8 +98,16 @@ def _time_limit(duration: float | None) -> float:
     return s.job_time_base_seconds + s.job_time_per_video_second * (duration or 0.0)
 
 
-def _write_thumbnails(video_id: uuid.UUID, thumbs: list[bytes | None]) -> list[str | None]:
-    folder = thumbs_dir(video_id)
+def _attempt_dir(video_id: uuid.UUID, attempt: int) -> Path:
+    """Each attempt writes its own folder: a stale attempt, or one that fails, can never
+    overwrite or delete the thumbnails of the index that is stored."""
+    return thumbs_dir(video_id) / f"a{attempt}"
+
+
+def _write_thumbnails(
+    video_id: uuid.UUID, attempt: int, thumbs: list[bytes | None]
+) -> list[str | None]:
+    folder = _attempt_dir(video_id, attempt)
     folder.mkdir(parents=True, exist_ok=True)
     root = get_settings().media_path
     paths: list[str | None] = []
@@ -128,19 +145,30 @@ def index_video(
     if isinstance(claim, jobs.GaveUp):
         log.warning("video %s failed for good: %s", video_id, claim.error)
         return {"video": video_id, "outcome": "failed", "error": claim.error}
+    # The row, not the message, says how to index: a reindex that changed the model or options
+    # while an older message was queued (or a retry was pending) must not be lost.
+    wanted = claim.model_name or settings.default_model
+    opts = claim.options
+    window = opts.get("window", window)
+    stride = opts.get("stride", stride)
+    top_k = int(opts.get("top_k") or top_k)
     try:
+        if wanted != (model or settings.default_model):
+            engine = get_engine(wanted)
         if isinstance(engine, ModelUnavailable):
             raise engine
         return _run(claim, engine, window, stride, top_k)
     except JobCancelled:
-        _remove_thumbnails(claim.video_id)
+        _remove_thumbnails(claim.video_id, claim.attempt)
         return {"video": video_id, "outcome": "cancelled"}
-    except (VideoError, ModelUnavailable) as exc:  # the input or the request is wrong: no retry
+    except (VideoError, ModelUnavailable, IndexDataError) as exc:  # wrong input: no retry
+        _remove_thumbnails(claim.video_id, claim.attempt)
         with _session() as session:
             jobs.fail(session, claim, str(exc), retry=False, max_attempts=settings.max_attempts)
         return {"video": video_id, "outcome": "failed", "error": str(exc)}
     except Exception as exc:  # a crash of ours: try again, up to max_attempts
         log.exception("indexing %s failed (attempt %d)", video_id, claim.attempt)
+        _remove_thumbnails(claim.video_id, claim.attempt)
         error = f"{type(exc).__name__}: {exc}"
         with _session() as session:
             again = jobs.fail(session, claim, error, retry=True, max_attempts=settings.max_attempts)
@@ -149,8 +177,20 @@ def index_video(
         return {"video": video_id, "outcome": "failed", "error": error}
 
 
-def _remove_thumbnails(video_id: uuid.UUID) -> None:
-    shutil.rmtree(thumbs_dir(video_id), ignore_errors=True)
+def _remove_thumbnails(video_id: uuid.UUID, attempt: int) -> None:
+    shutil.rmtree(_attempt_dir(video_id, attempt), ignore_errors=True)
+
+
+def _prune_thumbnails(video_id: uuid.UUID, attempt: int) -> None:
+    """Once attempt ``attempt``'s index is stored: drop every earlier index's thumbnails."""
+    keep = _attempt_dir(video_id, attempt)
+    with suppress(FileNotFoundError):
+        for entry in thumbs_dir(video_id).iterdir():
+            if entry != keep:
+                if entry.is_dir():
+                    shutil.rmtree(entry, ignore_errors=True)
+                else:
+                    entry.unlink(missing_ok=True)
 
 
 def _run(
@@ -166,29 +206,39 @@ def _run(
         threshold=settings.default_min_score, thumbnails=True, cancelled=withdrawn.is_set,
     )  # fmt: skip
     began = time.monotonic()
-    limit = _time_limit(claim.duration)
+    decoding_since: float | None = None  # the limit counts from when a decoder took the video
     with _session() as session:
-        while True:
-            with suppress(FutureTimeout):
-                result = request.future.result(timeout=HEARTBEAT_SECONDS)
-                break
-            duration = request.duration or claim.duration or 0.0
-            progress = request.seconds_done / duration if duration else 0.0
-            if not jobs.heartbeat(session, claim, progress):
-                withdrawn.set()  # deleted, or claimed by another worker: stop decoding
-                with suppress(Exception):
-                    request.future.result(timeout=30)
-                raise JobCancelled(f"video {claim.video_id} was withdrawn")
-            if time.monotonic() - began > limit:
-                withdrawn.set()
-                raise TimeoutError(f"indexing took longer than its {limit:.0f}s limit")
-        thumbs = _write_thumbnails(claim.video_id, [c.thumbnail for c in result.clips])
+        try:
+            while True:
+                with suppress(FutureTimeout):
+                    result = request.future.result(timeout=HEARTBEAT_SECONDS)
+                    break
+                duration = request.duration or claim.duration or 0.0
+                progress = request.seconds_done / duration if duration else 0.0
+                if not jobs.heartbeat(session, claim, progress):
+                    withdrawn.set()  # deleted, or claimed by another worker: stop decoding
+                    with suppress(Exception):
+                        request.future.result(timeout=30)
+                    raise JobCancelled(f"video {claim.video_id} was withdrawn")
+                if request.duration is not None and decoding_since is None:
+                    decoding_since = time.monotonic()
+                # the scanned length, not the header's (which some files do not declare)
+                limit = _time_limit(request.duration or claim.duration)
+                if decoding_since is not None and time.monotonic() - decoding_since > limit:
+                    raise TimeoutError(f"indexing took longer than its {limit:.0f}s limit")
+        finally:
+            if not request.future.done():
+                withdrawn.set()  # whatever ended the wait (timeout, database error): stop it
+        thumbs = _write_thumbnails(
+            claim.video_id, claim.attempt, [c.thumbnail for c in result.clips]
+        )
         clips = [
             (c.start, c.end, c.top, thumb) for c, thumb in zip(result.clips, thumbs, strict=True)
         ]
         if not jobs.store(session, claim, engine.meta, clips):
-            _remove_thumbnails(claim.video_id)
+            _remove_thumbnails(claim.video_id, claim.attempt)
             raise JobCancelled(f"video {claim.video_id} was withdrawn before its index was stored")
+        _prune_thumbnails(claim.video_id, claim.attempt)
         if settings.delete_source_after_index:
             jobs.drop_source(session, claim)
     return {

@@ -514,7 +514,9 @@ def reindex_video(
     video.options = merged
     if opts.model:
         video.model_name = opts.model
-    video.status, video.progress, video.error = "queued", 0.0, None
+    # A reindex is a new request: its attempts count from zero (a video reindexed a few times,
+    # or one that was dead-lettered, must not be refused as having used them all).
+    video.status, video.progress, video.error, video.attempts = "queued", 0.0, None, 0
     video.updated_at = datetime.now().astimezone()
     audit.record(
         session,

@@ -460,6 +460,8 @@ class IndexEngine:
 def _cancellable(
     source: Callable[[], Iterator[_Clip]], cancelled: Callable[[], bool]
 ) -> Iterator[_Clip]:
+    if cancelled():  # withdrawn while it waited for a decoder: not even probed
+        raise JobCancelled("the video was withdrawn before decoding began")
     for clip in source():
         if cancelled():
             raise JobCancelled("the video was withdrawn while indexing")

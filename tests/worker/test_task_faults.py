@@ -1,0 +1,246 @@
+"""The indexing task under faults: stale attempts, reindex races, failing engines and stores.
+
+The task runs in this process on a fake engine (a real IndexEngine over a predictor that
+returns zeros), against the test database and real video files."""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+from fastapi.testclient import TestClient
+from sqlalchemy import text
+from sqlalchemy.exc import OperationalError
+from sqlalchemy.orm import Session
+
+from tests import videos
+from tests.service.conftest import SeedVideo
+from vcat.settings import get_settings
+from worker.tsm.meta import ModelMeta
+from worker.video.pipeline import IndexEngine
+
+LABELS = ["left", "middle", "right"]
+META = ModelMeta(name="fake", arch="resnet18", num_segments=4, labels=LABELS, input_size=48,
+                 resize_short=64, window_seconds=1.0, stride_seconds=1.0)  # fmt: skip
+
+
+def make_engine(delay: float = 0.0, producers: int = 2, meta: ModelMeta = META) -> IndexEngine:
+    def predict(x: torch.Tensor) -> torch.Tensor:
+        time.sleep(delay)
+        return torch.zeros((x.shape[0], len(META.labels)))
+
+    return IndexEngine(predict, meta, batch_size=2, producers=producers)  # type: ignore[arg-type]
+
+
+def make_row(db: Session, media_root: Path, duration: float, **row: Any) -> uuid.UUID:
+    from service.models import Video
+
+    vid = uuid.uuid4()
+    videos.make_video(media_root / f"{vid}.mp4", width=96, height=64, fps=10, duration=duration)
+    fields = {"status": "queued", "options": {}, "model_name": "fake", **row}
+    db.add(Video(id=vid, source="upload", size=1, media_file=f"{vid}.mp4", duration=duration,
+                 **fields))  # fmt: skip
+    db.commit()
+    return vid
+
+
+def run_task(vid: uuid.UUID, **kwargs: Any) -> dict[str, Any]:
+    from worker.celery_app import app
+    from worker.tasks import index_video
+
+    app.finalize(auto=True)
+    try:
+        return dict(index_video(str(vid), **{"model": "fake", **kwargs}))
+    except Exception as exc:  # called directly, self.retry raises
+        return {"raised": f"{type(exc).__name__}: {exc}"}
+
+
+def row(db: Session, vid: uuid.UUID) -> Any:
+    db.expire_all()
+    return db.execute(
+        text("SELECT status, attempts, error, model_name FROM videos WHERE id = :v"), {"v": vid}
+    ).one()
+
+
+def thumbs(media_root: Path, vid: uuid.UUID) -> list[str]:
+    folder = media_root / "thumbs" / str(vid)
+    return sorted(str(p.relative_to(folder)) for p in folder.rglob("*.jpg"))
+
+
+def stored_thumbs(db: Session, vid: uuid.UUID) -> list[str]:
+    return list(db.scalars(text("SELECT thumbnail FROM clips WHERE video_id = :v ORDER BY idx"),
+                           {"v": vid}))  # fmt: skip
+
+
+@pytest.fixture
+def engines(db: Session, monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, IndexEngine]]:
+    """Model name -> engine for the task; a name not in it fails like a missing model."""
+    import worker.tasks as tasks
+
+    table: dict[str, IndexEngine] = {}
+
+    def get_engine(name: str) -> IndexEngine:
+        if name not in table:
+            raise tasks.ModelUnavailable(f"no model {name!r}")
+        return table[name]
+
+    monkeypatch.setattr(tasks, "get_engine", get_engine)
+    monkeypatch.setattr(tasks, "HEARTBEAT_SECONDS", 0.3)
+    yield table
+    for engine in table.values():
+        engine.close()
+
+
+def test_reindex_counts_attempts_afresh(client: TestClient, db: Session, media_root: Path) -> None:
+    vid = make_row(db, media_root, 2, status="failed", attempts=3, error="gave up after 3")
+    assert client.post(f"/videos/{vid}/reindex").status_code == 202
+    assert tuple(row(db, vid)[:2]) == ("queued", 0)  # a dead-lettered video can be revived
+
+
+def test_the_row_not_the_message_says_how_to_index(
+    db: Session, media_root: Path, engines: dict[str, IndexEngine]
+) -> None:
+    bigger = ModelMeta(**{**META.__dict__, "name": "bigger"})
+    engines["fake"], engines["bigger"] = make_engine(), make_engine(meta=bigger)
+    # A reindex to another model and stride while the first message still waited
+    vid = make_row(db, media_root, 6, model_name="bigger", options={"stride": 3.0})
+    assert run_task(vid, model="fake", stride=1.0)["outcome"] == "done"
+    assert row(db, vid).model_name == "bigger"
+    assert len(stored_thumbs(db, vid)) == 3  # 6 s at stride 3 (and the tail); stride 1: 6
+
+
+def test_an_engine_that_cannot_start_fails_the_job(
+    db: Session, media_root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import worker.tasks as tasks
+
+    monkeypatch.setenv("VCAT_DEVICE", "cuda:7")  # no such device here
+    get_settings.cache_clear()
+    monkeypatch.setattr(tasks, "_engines", {})
+    vid = make_row(db, media_root, 2, model_name="demo")
+    out = run_task(vid, model="demo")
+    status, attempts, error, _ = row(db, vid)
+    assert out["outcome"] == "failed" and (status, attempts) == ("failed", 1)
+    assert "could not be started" in error  # not left queued for the reconciler for ever
+
+
+def test_a_database_error_while_waiting_stops_the_decoding(
+    db: Session, media_root: Path, engines: dict[str, IndexEngine], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from worker import jobs
+
+    engine = engines["fake"] = make_engine(delay=0.2, producers=1)
+    real = jobs.heartbeat
+    calls = iter(range(100))
+
+    def flaky(session: Session, claim: jobs.Claim, progress: float) -> bool:
+        if next(calls) == 2:
+            raise OperationalError("UPDATE", {}, Exception("server closed the connection"))
+        return real(session, claim, progress)
+
+    monkeypatch.setattr(jobs, "heartbeat", flaky)
+    assert "raised" in run_task(make_row(db, media_root, 30))  # retried later
+    time.sleep(1.5)
+    assert not engine._requests  # the abandoned request stopped instead of decoding on
+
+
+def test_a_stale_attempt_never_touches_the_stored_thumbnails(
+    db: Session, media_root: Path, engines: dict[str, IndexEngine], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from worker import jobs
+
+    engines["fake"] = make_engine(delay=0.1)
+    vid = make_row(db, media_root, 8)
+    stalled, release = threading.Event(), threading.Event()
+    real = jobs.heartbeat
+
+    def heartbeat(session: Session, claim: jobs.Claim, progress: float) -> bool:
+        if claim.attempt == 1 and progress > 0:  # attempt 1 hangs (GC pause, SIGSTOP, ...)
+            stalled.set()
+            release.wait()
+        return real(session, claim, progress)
+
+    monkeypatch.setattr(jobs, "heartbeat", heartbeat)
+    first: dict[str, Any] = {}
+    thread = threading.Thread(target=lambda: first.update(run_task(vid)))
+    thread.start()
+    assert stalled.wait(30)
+    db.execute(text("UPDATE videos SET updated_at = now() - interval '1 hour' WHERE id = :v"),
+               {"v": vid})  # fmt: skip
+    db.commit()
+    assert run_task(vid)["outcome"] == "done"  # attempt 2 takes over and stores
+    release.set()
+    thread.join()
+    assert first["outcome"] == "cancelled"
+    stored = stored_thumbs(db, vid)
+    assert stored and all((media_root / p).is_file() for p in stored)
+    assert len(thumbs(media_root, vid)) == len(stored)  # attempt 1 left nothing either
+
+
+def test_reindex_to_fewer_clips_leaves_no_old_thumbnails(
+    db: Session, media_root: Path, engines: dict[str, IndexEngine]
+) -> None:
+    engines["fake"] = make_engine()
+    vid = make_row(db, media_root, 6)
+    run_task(vid, stride=0.5)
+    db.execute(text("UPDATE videos SET status = 'queued' WHERE id = :v"), {"v": vid})
+    db.commit()
+    assert run_task(vid, stride=3.0)["outcome"] == "done"
+    assert len(thumbs(media_root, vid)) == len(stored_thumbs(db, vid)) == 3  # stride 0.5: 12
+
+
+def test_a_store_that_cannot_succeed_fails_at_once_and_cleans_up(
+    db: Session, media_root: Path, engines: dict[str, IndexEngine]
+) -> None:
+    from service.index_writer import ensure_model
+
+    ensure_model(db, "fake", "1", ["a", "b", "c"])  # same name and version, other labels
+    db.commit()
+    engines["fake"] = make_engine()
+    vid = make_row(db, media_root, 3)
+    assert run_task(vid)["outcome"] == "failed"
+    status, attempts, error, _ = row(db, vid)
+    assert (status, attempts) == ("failed", 1) and "other labels" in error
+    assert thumbs(media_root, vid) == []
+
+
+def test_two_jobs_registering_a_new_model_both_store(db: Session, seed_video: SeedVideo) -> None:
+    from service.db import get_sessionmaker
+    from service.index_writer import _model_actions, replace_video_index
+
+    meta = ModelMeta(**{**META.__dict__, "name": "brand-new", "labels": ["x", "y"]})
+    other = seed_video([])
+    first, second = get_sessionmaker()(), get_sessionmaker()()
+    _model_actions(first, "brand-new", "1", ["x", "y"])  # job 1 is mid-store, not committed
+    errors: list[Exception] = []
+
+    def store() -> None:
+        try:
+            replace_video_index(second, other, meta, [(0.0, 1.0, [("x", 0.5)], None)])
+        except Exception as exc:
+            errors.append(exc)
+
+    thread = threading.Thread(target=store)
+    thread.start()
+    time.sleep(0.5)
+    first.commit()
+    thread.join()
+    first.close()
+    second.close()
+    assert errors == []
+
+
+def test_staleness_below_two_heartbeats_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    from pydantic import ValidationError
+
+    from vcat.settings import Settings
+
+    monkeypatch.setenv("VCAT_JOB_STALE_SECONDS", "1.5")
+    with pytest.raises(ValidationError):
+        Settings()
