@@ -14,7 +14,7 @@ help:
 	@echo "make run    - install into $(VENV) and start vcat on its embedded default (127.0.0.1:8000)"
 	@echo "make test   - install dev dependencies and run the whole test suite"
 	@echo "make lint   - ruff + mypy"
-	@echo "make bench  - run the benchmarks under bench/ (quick mode)"
+	@echo "make bench  - short runs of the benchmarks under bench/ (README: the full commands)"
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -58,7 +58,11 @@ format: dev
 	$(BIN)/ruff check --fix .
 
 bench: install
-	@for b in bench/bench_*.py; do echo "== $$b"; $(BIN)/python $$b --quick || exit 1; done
+	$(BIN)/python bench/bench_model.py --batches 3
+	$(BIN)/python bench/bench_pipeline.py --minutes 1 --repeat 1 --no-rss
+	$(BIN)/python bench/bench_search.py --videos 1000 --seconds 10
+	$(BIN)/python bench/bench_upload.py --mb 200
+	$(BIN)/python bench/bench_service.py --quick --repeat 1
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache

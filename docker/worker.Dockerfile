@@ -8,7 +8,6 @@ COPY vcat ./vcat
 COPY service ./service
 COPY worker ./worker
 COPY migrations ./migrations
-COPY models ./models
 # torch comes from the base image; pip must not replace it.
 RUN pip install --no-cache-dir ".[worker]" \
     && python -c "import torch, av; print('torch', torch.__version__, 'cuda', torch.version.cuda)"

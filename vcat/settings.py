@@ -53,7 +53,7 @@ class Settings(BaseSettings):
     )
     delete_source_after_index: bool = Field(default=False, description="Privacy: drop uploads")
     api_workers: int = Field(
-        default=2, ge=1, description="API processes (uvicorn --workers) that vcat up starts"
+        default=2, ge=1, description="API processes (vcat api --workers) that vcat up starts"
     )
     search_threads: int = Field(
         default=4, ge=1, description="Threads per API process running searches (more: GIL waits)"

@@ -68,4 +68,4 @@ def migrate_cmd(
         fail(database_unreachable(exc, url))
     except CommandError as exc:  # e.g. an unknown revision
         fail(str(exc).splitlines()[0] if str(exc) else "migration failed")
-    console.print(f"database at {'downgraded to' if down else 'upgraded to'} {revision}")
+    console.print(f"database {'downgraded to' if down else 'upgraded to'} {revision}")
