@@ -184,7 +184,7 @@ def _remove_thumbnails(video_id: uuid.UUID, attempt: int) -> None:
 def _prune_thumbnails(video_id: uuid.UUID, attempt: int) -> None:
     """Once attempt ``attempt``'s index is stored: drop every earlier index's thumbnails."""
     keep = _attempt_dir(video_id, attempt)
-    with suppress(FileNotFoundError):
+    with suppress(OSError):
         for entry in thumbs_dir(video_id).iterdir():
             if entry != keep:
                 if entry.is_dir():
@@ -238,9 +238,14 @@ def _run(
         if not jobs.store(session, claim, engine.meta, clips):
             _remove_thumbnails(claim.video_id, claim.attempt)
             raise JobCancelled(f"video {claim.video_id} was withdrawn before its index was stored")
-        _prune_thumbnails(claim.video_id, claim.attempt)
-        if settings.delete_source_after_index:
-            jobs.drop_source(session, claim)
+        # The index is stored: what follows must not fail the job (whose error path would
+        # remove this attempt's thumbnails, now the stored ones).
+        try:
+            _prune_thumbnails(claim.video_id, claim.attempt)
+            if settings.delete_source_after_index:
+                jobs.drop_source(session, claim)
+        except Exception:
+            log.exception("video %s is indexed, but cleaning up after it failed", claim.video_id)
     return {
         "video": str(claim.video_id),
         "outcome": "done",

@@ -244,3 +244,22 @@ def test_staleness_below_two_heartbeats_is_refused(monkeypatch: pytest.MonkeyPat
     monkeypatch.setenv("VCAT_JOB_STALE_SECONDS", "1.5")
     with pytest.raises(ValidationError):
         Settings()
+
+
+def test_a_cleanup_error_after_the_store_keeps_the_stored_thumbnails(
+    db: Session, media_root: Path, engines: dict[str, IndexEngine], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from worker import jobs
+
+    engines["fake"] = make_engine()
+    monkeypatch.setenv("VCAT_DELETE_SOURCE_AFTER_INDEX", "true")
+    get_settings.cache_clear()
+
+    def broken(session: Session, claim: jobs.Claim) -> None:
+        raise OSError("read-only file system")
+
+    monkeypatch.setattr(jobs, "drop_source", broken)
+    vid = make_row(db, media_root, 3)
+    assert run_task(vid)["outcome"] == "done"
+    stored = stored_thumbs(db, vid)
+    assert stored and all((media_root / p).is_file() for p in stored)
