@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import uuid
 from functools import lru_cache
 
@@ -80,6 +81,36 @@ def index_queue() -> str:
     if settings.index_queue != "auto":
         return settings.index_queue
     return tasks.resolve_queue("auto", _gpu_worker_alive(settings.broker_url or ""))
+
+
+# kombu's Redis transport keeps a list per queue (and per priority step).
+_PRIORITY_SEP = "\x06\x16"
+_UUID = re.compile(rb"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+
+
+def pending_ids() -> set[str] | None:
+    """Every id (video ids among them) in a message still waiting in an index queue; None when
+    the broker cannot be read. The reconciler re-sends a long-queued video only when no message
+    of it waits, so a backlog is not multiplied. (A message a worker took and holds unacked
+    does not count: a live worker claims at once, so a queued video's unacked message belongs
+    to a dead worker and returns only after the visibility timeout.)"""
+    settings = get_settings()
+    if not settings.broker_url:
+        return None
+    keys = [q + suffix for q in (tasks.CPU_QUEUE, tasks.GPU_QUEUE)
+            for suffix in ("", *(f"{_PRIORITY_SEP}{p}" for p in (3, 6, 9)))]  # fmt: skip
+    try:
+        client = _redis(settings.broker_url)
+        pipe = client.pipeline(transaction=False)
+        for key in keys:
+            pipe.lrange(key, 0, -1)
+        found: set[str] = set()
+        for messages in pipe.execute():
+            for raw in messages:
+                found.update(m.decode() for m in _UUID.findall(raw))
+        return found
+    except (redis.RedisError, OSError, ValueError):
+        return None
 
 
 def queue_depth() -> int | None:

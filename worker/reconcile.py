@@ -32,6 +32,10 @@ def reconcile_once() -> dict[str, int]:
         lost = jobs.stale_processing(session, settings.job_stale_seconds)
         orphans = jobs.orphaned_queued(session, settings.requeue_queued_after_seconds)
         expired = expire_videos(session)
+    if orphans:  # waiting in a backlog is not lost: re-send only what has no message pending
+        pending = api_queue.pending_ids()
+        if pending is not None:
+            orphans = [o for o in orphans if str(o.video_id) not in pending]
     for orphan in [*lost, *orphans]:
         opts = orphan.options
         try:

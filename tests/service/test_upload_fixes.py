@@ -242,3 +242,26 @@ def test_unexpected_or_unnamed_parts_are_named_in_a_422(
     assert r.status_code == 422, r.text
     assert "no name" in r.json()["detail"]
     assert _stored_files(media_root) == []
+
+
+def test_a_backlog_is_not_requeued_again_and_again(
+    client: TestClient, make_video: Callable[..., Path], redis_client: redis.Redis, db: Session
+) -> None:
+    from service.queue import index_queue
+    from worker.reconcile import reconcile_once
+
+    ids = [upload(client, make_video(duration=0.5, variant=i)).json()["id"] for i in range(3)]
+    assert len(queued(redis_client)) == 3
+
+    def age() -> None:  # waiting longer than VCAT_REQUEUE_QUEUED_AFTER_SECONDS
+        db.execute(text("UPDATE videos SET updated_at = now() - interval '1 day'"))
+        db.commit()
+
+    for _ in range(3):  # no worker yet: their messages wait in the queue, nothing is lost
+        age()
+        assert reconcile_once()["orphaned"] == 0
+    assert len(queued(redis_client)) == 3
+    redis_client.delete(index_queue())  # the broker lost them (a flush, a restore)
+    age()
+    assert reconcile_once()["orphaned"] == 3
+    assert sorted(t["argsrepr"] for t in queued(redis_client)) == sorted(repr([v]) for v in ids)
