@@ -2,8 +2,8 @@
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
-# Installed before anything else so pip never resolves an unpinned torch (a multi-GB CUDA build on
-# a CPU machine). On a GPU host, PyPI's Linux wheel of the same version is the CUDA build.
+# Installed before anything else so pip never resolves an unpinned, newer torch. PyPI's Linux
+# wheel is the CUDA build; for the CPU build see the README (TORCH_SPEC and PyTorch's CPU index).
 TORCH_SPEC ?= torch==2.13.0
 PIP := $(BIN)/python -m pip --disable-pip-version-check -q
 
