@@ -83,8 +83,6 @@ def index_queue() -> str:
     return tasks.resolve_queue("auto", _gpu_worker_alive(settings.broker_url or ""))
 
 
-# kombu's Redis transport keeps a list per queue (and per priority step).
-_PRIORITY_SEP = "\x06\x16"
 _UUID = re.compile(rb"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 
 
@@ -97,13 +95,10 @@ def pending_ids() -> set[str] | None:
     settings = get_settings()
     if not settings.broker_url:
         return None
-    keys = [q + suffix for q in (tasks.CPU_QUEUE, tasks.GPU_QUEUE)
-            for suffix in ("", *(f"{_PRIORITY_SEP}{p}" for p in (3, 6, 9)))]  # fmt: skip
     try:
-        client = _redis(settings.broker_url)
-        pipe = client.pipeline(transaction=False)
-        for key in keys:
-            pipe.lrange(key, 0, -1)
+        pipe = _redis(settings.broker_url).pipeline(transaction=False)
+        for queue in (tasks.CPU_QUEUE, tasks.GPU_QUEUE):  # kombu: a Redis list per queue
+            pipe.lrange(queue, 0, -1)
         found: set[str] = set()
         for messages in pipe.execute():
             for raw in messages:

@@ -31,7 +31,7 @@ class Claim:
     media_file: str | None
     duration: float | None
     options: dict[str, Any]
-    model_name: str | None = None  # the row's: a reindex may have changed it after the message
+    model_name: str | None  # the row's: a reindex may have changed it after the message
 
     def media_path(self) -> Path | None:
         if self.media_file is None:

@@ -133,9 +133,10 @@ def index_video(
     settings = get_settings()
     # Load (or find warm) the model before claiming: a slow first load must not look like a
     # silent, lost job to the reconciler.
+    asked = model or settings.default_model
     engine: IndexEngine | ModelUnavailable
     try:
-        engine = get_engine(model or settings.default_model)
+        engine = get_engine(asked)
     except ModelUnavailable as exc:
         engine = exc
     with _session() as session:
@@ -153,22 +154,19 @@ def index_video(
     stride = opts.get("stride", stride)
     top_k = int(opts.get("top_k") or top_k)
     try:
-        if wanted != (model or settings.default_model):
+        if wanted != asked:
             engine = get_engine(wanted)
         if isinstance(engine, ModelUnavailable):
             raise engine
         return _run(claim, engine, window, stride, top_k)
     except JobCancelled:
-        _remove_thumbnails(claim.video_id, claim.attempt)
         return {"video": video_id, "outcome": "cancelled"}
     except (VideoError, ModelUnavailable, IndexDataError) as exc:  # wrong input: no retry
-        _remove_thumbnails(claim.video_id, claim.attempt)
         with _session() as session:
             jobs.fail(session, claim, str(exc), retry=False, max_attempts=settings.max_attempts)
         return {"video": video_id, "outcome": "failed", "error": str(exc)}
     except Exception as exc:  # a crash of ours: try again, up to max_attempts
         log.exception("indexing %s failed (attempt %d)", video_id, claim.attempt)
-        _remove_thumbnails(claim.video_id, claim.attempt)
         error = f"{type(exc).__name__}: {exc}"
         with _session() as session:
             again = jobs.fail(session, claim, error, retry=True, max_attempts=settings.max_attempts)
@@ -229,14 +227,17 @@ def _run(
         finally:
             if not request.future.done():
                 withdrawn.set()  # whatever ended the wait (timeout, database error): stop it
-        thumbs = _write_thumbnails(
-            claim.video_id, claim.attempt, [c.thumbnail for c in result.clips]
-        )
-        clips = [
-            (c.start, c.end, c.top, thumb) for c, thumb in zip(result.clips, thumbs, strict=True)
-        ]
-        if not jobs.store(session, claim, engine.meta, clips):
-            _remove_thumbnails(claim.video_id, claim.attempt)
+        stored = False
+        try:
+            thumbs = _write_thumbnails(
+                claim.video_id, claim.attempt, [c.thumbnail for c in result.clips]
+            )
+            clips = [(c.start, c.end, c.top, t) for c, t in zip(result.clips, thumbs, strict=True)]
+            stored = jobs.store(session, claim, engine.meta, clips)
+        finally:
+            if not stored:  # this attempt's thumbnails belong to no stored index
+                _remove_thumbnails(claim.video_id, claim.attempt)
+        if not stored:
             raise JobCancelled(f"video {claim.video_id} was withdrawn before its index was stored")
         # The index is stored: what follows must not fail the job (whose error path would
         # remove this attempt's thumbnails, now the stored ones).

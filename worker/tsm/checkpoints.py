@@ -223,12 +223,12 @@ _MMACTION_DATASETS = {"kinetics400": "kinetics400", "sthv2": "somethingv2", "jes
 _MMACTION_FRAMES = re.compile(r"(?:^|[_-])\d+x\d+x(\d+)(?=[_-]|$)")
 
 
-def _mmaction_name(name: str) -> tuple[int | None, str | None, bool]:
-    """(T, the named label map, whether the dataset is known) from an mmaction2 file name."""
+def _mmaction_name(name: str) -> tuple[int | None, str | None]:
+    """(T, the named label map of its dataset) from an mmaction2 file name; None: not in it."""
     m = _MMACTION_FRAMES.search(name)
     tokens = set(re.split(r"[_.-]", name.lower()))
     known = [v for k, v in _MMACTION_DATASETS.items() if k in tokens]
-    return (int(m.group(1)) if m else None), (known[0] if known else None), bool(known)
+    return (int(m.group(1)) if m else None), (known[0] if known else None)
 
 
 def _check_label_map(source: str, label_map: str, trained_on: str | None, what: str) -> None:
@@ -347,11 +347,11 @@ def import_external(
         if label_map is not None:
             _check_label_map(path.name, label_map, None, "TSM online demo (its own Jester order)")
     elif fmt == "mmaction2":
-        frames, trained_on, known = _mmaction_name(path.name)
+        frames, trained_on = _mmaction_name(path.name)
         segments = segments or frames
-        if label_map is not None and known:
+        if label_map is not None and trained_on is not None:
             _check_label_map(path.name, label_map, trained_on, f"mmaction2 {trained_on}")
-    if fmt == "authors":
+    elif fmt == "authors":
         try:
             named = parse_authors_filename(path.name)
         except CheckpointError:
