@@ -7,9 +7,8 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
-from sqlalchemy.exc import SQLAlchemyError
 
-from service import audit, health, metrics
+from service import audit, health, metrics, read_db
 from service.problems import install_problem_handlers
 from service.routes import catalog, search, videos
 from vcat import __version__
@@ -20,9 +19,10 @@ log = logging.getLogger(__name__)
 @asynccontextmanager
 async def lifespan(_: FastAPI) -> AsyncIterator[None]:
     yield
+    read_db.close_pool()
     try:
         audit.flush()  # batched read entries (searches, media views) are not lost on shutdown
-    except SQLAlchemyError as exc:
+    except audit.WRITE_ERRORS as exc:
         log.error("audit entries lost at shutdown: %s", str(exc).splitlines()[0])
 
 

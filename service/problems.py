@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from http import HTTPStatus
 from typing import Any
 
+import psycopg
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -85,17 +86,21 @@ def install_problem_handlers(app: FastAPI) -> None:
         ]
         return problem_response(422, validation_detail(errors), errors=errors)
 
+    # The search path raises psycopg's errors as they are (service.read_db), the rest
+    # SQLAlchemy's wrapping of the same.
     @app.exception_handler(DataError)
-    async def _data(_: Request, exc: DataError) -> JSONResponse:
+    @app.exception_handler(psycopg.DataError)
+    async def _data(_: Request, exc: Exception) -> JSONResponse:
         # Input Postgres cannot hold (a NUL character, an out-of-range number) is the client's
         # error; nothing was written (the session rolls back).
-        reason = str(exc.orig).splitlines()[0] if exc.orig is not None else "invalid value"
+        reason = str(getattr(exc, "orig", None) or exc).splitlines()[0] or "invalid value"
         return problem_response(422, f"the request holds a value that cannot be stored: {reason}")
 
     @app.exception_handler(OperationalError)
-    async def _database_down(_: Request, exc: OperationalError) -> JSONResponse:
+    @app.exception_handler(psycopg.OperationalError)
+    async def _database_down(_: Request, exc: Exception) -> JSONResponse:
         # Postgres restarting or unreachable: the client should retry, not report a bug.
-        log.warning("database error: %s", str(exc.orig or exc).splitlines()[0])
+        log.warning("database error: %s", str(getattr(exc, "orig", None) or exc).splitlines()[0])
         return problem_response(
             503, "the database is unavailable; try again shortly", headers={"Retry-After": "5"}
         )

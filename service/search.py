@@ -3,6 +3,8 @@
 Runs are found in SQL with the gaps-and-islands trick (``clip_idx - row_number()`` is constant
 within a run), over the index ``clip_scores (action_id, video_id, clip_idx) INCLUDE (score)``.
 Names match case-insensitively; with no exact match, the closest name by pg_trgm similarity.
+Queries go straight to psycopg on the event loop (``service.read_db``: why), so the SQL here
+uses its ``%(name)s`` placeholders.
 """
 
 from __future__ import annotations
@@ -17,9 +19,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal
 
-from sqlalchemy import text
-from sqlalchemy.orm import Session
-
+from service.read_db import ReadPool
 from service.ttl_cache import TtlCache
 
 FUZZY_MIN_SIMILARITY = 0.3
@@ -59,29 +59,26 @@ class Segment:
     actions: list[str] = field(default_factory=list)
 
 
-def match_action(session: Session, query: str, model: str | None) -> Match:
+async def match_action(db: ReadPool, query: str, model: str | None) -> Match:
     """Actions named ``query`` (any case) in ``model`` (or every model); else the closest name."""
     params: dict[str, Any] = {"q": query.strip().lower(), "model": model}
-    model_filter = "AND m.name = :model" if model else ""
-    rows = session.execute(
-        text(
-            f"""SELECT a.id, a.name FROM actions a JOIN models m ON m.id = a.model_id
-            WHERE lower(a.name) = :q {model_filter} ORDER BY a.id"""
-        ),
+    model_filter = "AND m.name = %(model)s" if model else ""
+    rows = await db.fetch(
+        f"""SELECT a.id, a.name FROM actions a JOIN models m ON m.id = a.model_id
+        WHERE lower(a.name) = %(q)s {model_filter} ORDER BY a.id""",
         params,
-    ).all()
+    )
     if rows:
         return Match(query, [r.id for r in rows], sorted({r.name for r in rows}), fuzzy=False)
-    # Fuzzy: the best-scoring name (all actions with that name, across models).
-    rows = session.execute(
-        text(
-            f"""SELECT a.id, a.name, similarity(lower(a.name), :q) AS sim
-            FROM actions a JOIN models m ON m.id = a.model_id
-            WHERE lower(a.name) % :q {model_filter}
-            ORDER BY sim DESC, lower(a.name), a.id LIMIT 50"""
-        ),
+    # Fuzzy: the best-scoring name (all actions with that name, across models). ``%%`` is
+    # pg_trgm's similarity operator, ``%`` escaped for psycopg.
+    rows = await db.fetch(
+        f"""SELECT a.id, a.name, similarity(lower(a.name), %(q)s) AS sim
+        FROM actions a JOIN models m ON m.id = a.model_id
+        WHERE lower(a.name) %% %(q)s {model_filter}
+        ORDER BY sim DESC, lower(a.name), a.id LIMIT 50""",
         params,
-    ).all()
+    )
     rows = [r for r in rows if r.sim >= FUZZY_MIN_SIMILARITY]
     if not rows:
         return Match(query, [], [], fuzzy=True)
@@ -108,13 +105,13 @@ _names: _Names | None = None
 _fuzzy: TtlCache[Match] = TtlCache(NAME_CACHE_SECONDS)
 
 
-def _all_names(session: Session) -> _Names:
+async def _all_names(db: ReadPool) -> _Names:
     global _names
     names = _names
     if names is None or names.expires <= time.monotonic():
         by_name: dict[str, list[tuple[int, str, str]]] = {}
-        rows = session.execute(
-            text("SELECT a.id, a.name, m.name FROM actions a JOIN models m ON m.id = a.model_id")
+        rows = await db.fetch(
+            "SELECT a.id, a.name, m.name AS model FROM actions a JOIN models m ON m.id = a.model_id"
         )
         for action_id, name, model in rows:
             by_name.setdefault(name.lower(), []).append((action_id, name, model))
@@ -122,15 +119,15 @@ def _all_names(session: Session) -> _Names:
     return names
 
 
-def resolve_action(session: Session, query: str, model: str | None) -> Match:
+async def resolve_action(db: ReadPool, query: str, model: str | None) -> Match:
     """``match_action``, answered from the per-process name table when it can be."""
-    known = [r for r in _all_names(session).by_name.get(query.strip().lower(), ()) if
-             model is None or r[2] == model]  # fmt: skip
+    by_name = (await _all_names(db)).by_name
+    known = [r for r in by_name.get(query.strip().lower(), ()) if model is None or r[2] == model]
     if known:
         return Match(query, sorted(r[0] for r in known), sorted({r[1] for r in known}), False)
     match = _fuzzy.peek((query, model))
     if match is None:
-        match = match_action(session, query, model)
+        match = await match_action(db, query, model)
         if match.action_ids:  # a miss is not cached: a model indexed next shows up at once
             _fuzzy.put((query, model), match)
     return match
@@ -194,12 +191,12 @@ def _after(first: str, sort: str, prefix: str) -> str:
     """Keyset condition: rows after the cursor in (first DESC, video_id, first_clip, key)."""
     cast = "real" if sort == "score" else "timestamptz"
     rest = f"({prefix}video_id, {prefix}first_clip, {prefix}key)"
-    return f""" AND ({first} < CAST(:c0 AS {cast}) OR ({first} = CAST(:c0 AS {cast})
-               AND {rest} > (CAST(:c1 AS uuid), :c2, :c3)))"""
+    return f""" AND ({first} < CAST(%(c0)s AS {cast}) OR ({first} = CAST(%(c0)s AS {cast})
+               AND {rest} > (CAST(%(c1)s AS uuid), %(c2)s, %(c3)s)))"""
 
 
-def find_segments(
-    session: Session,
+async def find_segments(
+    db: ReadPool,
     groups: list[list[int]] | None,
     *,
     min_score: float,
@@ -221,9 +218,13 @@ def find_segments(
     ``stored_threshold``: the threshold the ``segments`` table was written at; a search at
     that threshold reads it instead of computing runs (same results, one index range).
     """
-    single = groups is not None and (mode == "any" or len(groups) == 1)
     if groups is None and video_id is None:
         raise SearchError("a segment listing over every action needs a video")
+    if groups is not None:
+        groups = [g for g in groups if g] if mode == "any" else groups
+        if not groups or not all(groups):
+            return [], None  # a name that matched no action: nothing to find
+    single = groups is not None and (mode == "any" or len(groups) == 1)
     params: dict[str, Any] = {"min_score": min_score, "limit": limit + 1}
     if video_id is not None:
         params["video_id"] = video_id
@@ -241,7 +242,7 @@ def find_segments(
         sql = _stored_sql(params, groups or [], sort, video_id, t_from, t_to, has_cursor)
     else:
         sql = _live_sql(params, groups, mode, sort, video_id, t_from, t_to, has_cursor)
-    rows = session.execute(text(sql), params).all()
+    rows = await db.fetch(sql, params)
     segments = [
         Segment(
             video_id=r.video_id,
@@ -280,14 +281,19 @@ def _stored_sql(
     t_to: float | None,
     has_cursor: bool,
 ) -> str:
-    params["actions"] = sorted({a for g in groups for a in g})
+    # The actions as a VALUES list, not unnest(array): Postgres then estimates the same row
+    # count for the prepared statement's generic plan as for a custom one, so it keeps the
+    # generic plan instead of planning every search anew (that was half of this query's time).
+    actions = sorted({a for g in groups for a in g})
+    params.update({f"a{i}": a for i, a in enumerate(actions)})
+    source = "(VALUES " + ", ".join(f"(CAST(%(a{i})s AS int))" for i in range(len(actions))) + ")"
     where = ""
     if video_id is not None:
-        where += " AND s.video_id = :video_id"
+        where += " AND s.video_id = %(video_id)s"
     if t_from is not None:
-        where += ' AND s."end" > :t_from'
+        where += ' AND s."end" > %(t_from)s'
     if t_to is not None:
-        where += " AND s.start < :t_to"
+        where += " AND s.start < %(t_to)s"
     first = "s.max_score" if sort == "score" else "s.video_created"
     if has_cursor:
         where += _after(first, sort, "s.").replace("s.key", "s.action_id")
@@ -300,17 +306,17 @@ def _stored_sql(
                p.mean_score, p.start, p."end", p.thumbnail,
                {_CREATED.format(col="p.video_created")} AS created,
                a.name AS action, m.name AS model
-        FROM unnest(CAST(:actions AS int[])) AS q(action_id)
+        FROM {source} AS q(action_id)
         CROSS JOIN LATERAL (
             SELECT s.* FROM segments s
-            WHERE s.action_id = q.action_id AND s.threshold = CAST(:min_score AS real) {where}
+            WHERE s.action_id = q.action_id AND s.threshold = CAST(%(min_score)s AS real) {where}
             ORDER BY {first} DESC, s.video_id, s.first_clip
-            LIMIT :limit
+            LIMIT %(limit)s
         ) AS p
         JOIN actions a ON a.id = p.action_id
         JOIN models m ON m.id = a.model_id
         ORDER BY {outer} DESC, p.video_id, p.first_clip, p.action_id
-        LIMIT :limit
+        LIMIT %(limit)s
     """
 
 
@@ -324,17 +330,17 @@ def _live_sql(
     t_to: float | None,
     has_cursor: bool,
 ) -> str:
-    video_filter = "AND cs.video_id = :video_id" if video_id is not None else ""
+    video_filter = "AND cs.video_id = %(video_id)s" if video_id is not None else ""
     if groups is None:
         hits = f"""SELECT cs.video_id, cs.action_id AS key, cs.clip_idx, cs.score
                    FROM clip_scores cs
-                   WHERE cs.score >= CAST(:min_score AS real) {video_filter}"""
+                   WHERE cs.score >= CAST(%(min_score)s AS real) {video_filter}"""
     elif mode == "any" or len(groups) == 1:
         params["actions"] = sorted({a for g in groups for a in g})
         hits = f"""SELECT cs.video_id, cs.action_id AS key, cs.clip_idx, cs.score
                    FROM clip_scores cs
-                   WHERE cs.action_id = ANY(:actions)
-                     AND cs.score >= CAST(:min_score AS real) {video_filter}"""
+                   WHERE cs.action_id = ANY(%(actions)s)
+                     AND cs.score >= CAST(%(min_score)s AS real) {video_filter}"""
     else:
         pairs = [(a, g) for g, ids in enumerate(groups) for a in ids]
         params["g_actions"] = [a for a, _ in pairs]
@@ -343,20 +349,20 @@ def _live_sql(
         hits = f"""SELECT video_id, 0 AS key, clip_idx, min(best) AS score FROM (
                      SELECT cs.video_id, cs.clip_idx, g.grp, max(cs.score) AS best
                      FROM clip_scores cs
-                     JOIN unnest(CAST(:g_actions AS int[]), CAST(:g_groups AS int[]))
+                     JOIN unnest(CAST(%(g_actions)s AS int[]), CAST(%(g_groups)s AS int[]))
                           AS g(action_id, grp) ON g.action_id = cs.action_id
-                     WHERE cs.score >= CAST(:min_score AS real) {video_filter}
+                     WHERE cs.score >= CAST(%(min_score)s AS real) {video_filter}
                      GROUP BY cs.video_id, cs.clip_idx, g.grp) AS per_group
-                   GROUP BY video_id, clip_idx HAVING count(*) = :n_groups"""
+                   GROUP BY video_id, clip_idx HAVING count(*) = %(n_groups)s"""
     # Clip times are looked up per segment (index probes) only where a filter needs them; the
     # page is cut first and joined to clips and videos after.
     where = ""
     if t_from is not None:
         where += """ AND (SELECT c."end" FROM clips c
-                          WHERE c.video_id = s.video_id AND c.idx = s.last_clip) > :t_from"""
+                          WHERE c.video_id = s.video_id AND c.idx = s.last_clip) > %(t_from)s"""
     if t_to is not None:
         where += """ AND (SELECT c.start FROM clips c
-                          WHERE c.video_id = s.video_id AND c.idx = s.first_clip) < :t_to"""
+                          WHERE c.video_id = s.video_id AND c.idx = s.first_clip) < %(t_to)s"""
     created = "(SELECT v.created_at FROM videos v WHERE v.id = s.video_id)"
     first = "s.max_score" if sort == "score" else created
     if has_cursor:
@@ -379,7 +385,7 @@ def _live_sql(
             SELECT s.*, {created if sort == "time" else "NULL::timestamptz"} AS created_at
             FROM s WHERE true {where}
             ORDER BY {order}, video_id, first_clip, key
-            LIMIT :limit
+            LIMIT %(limit)s
         )
         SELECT p.video_id, p.key, p.first_clip, p.last_clip, p.clips, p.max_score,
                p.mean_score, c1.start, c2."end", c1.thumbnail,

@@ -55,8 +55,8 @@ class Settings(BaseSettings):
     api_workers: int = Field(
         default=2, ge=1, description="API processes (vcat api --workers) that vcat up starts"
     )
-    search_threads: int = Field(
-        default=4, ge=1, description="Threads per API process running searches (more: GIL waits)"
+    search_connections: int = Field(
+        default=4, ge=1, le=100, description="Postgres connections per API process for searches"
     )
     audit_enabled: bool = Field(default=True, description="Record who uploaded/searched/viewed")
 

@@ -4,30 +4,20 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
-from functools import cache
 from typing import Annotated, Literal
 
-import anyio.to_thread
 from fastapi import APIRouter, Depends, Query, Request, Response
-from sqlalchemy.orm import Session
 
 from service import audit
 from service.auth import Principal, require_read
-from service.db import read
 from service.problems import Problem
+from service.read_db import ReadPool, get_pool
 from service.routes.videos import segment_out
 from service.schemas import MatchOut, SearchOut
 from service.search import SearchError, find_segments, resolve_action
 from vcat.settings import get_settings
 
 router = APIRouter(tags=["search"])
-
-
-@cache
-def _limiter() -> anyio.CapacityLimiter:
-    # Searches are short and mostly wait on Postgres: a few threads keep it busy, and more only
-    # fight over the GIL (which stretches the latency tail).
-    return anyio.CapacityLimiter(get_settings().search_threads)
 
 
 @router.get(
@@ -56,16 +46,16 @@ async def search(
     cursor: Annotated[str | None, Query(max_length=500)] = None,
     principal: Principal = Depends(require_read),
 ) -> Response:
-    # The hot path: async with one thread hop for all its database work, an autocommit session
-    # (no BEGIN/ROLLBACK round trips), cached name lookups, batched audit entries, and the JSON
-    # written straight from the response model (FastAPI would validate it a second time).
+    # The hot path: its queries run on the event loop (service.read_db), names come from a
+    # cache, audit entries are batched, and the JSON is written straight from the response
+    # model (FastAPI would validate it a second time).
     names = [a.strip() for a in action]
     if any(not n or len(n) > 200 for n in names):
         raise Problem(422, "action: names must be 1 to 200 characters")
     if t_from is not None and t_to is not None and t_from > t_to:
         raise Problem(422, f"from ({t_from:g} s) is after to ({t_to:g} s)")
     query = SearchQuery(names, match, model, min_score, video, t_from, t_to, sort, limit, cursor)
-    out = await anyio.to_thread.run_sync(_search, query, limiter=_limiter())
+    out = await _search(get_pool(), query)
     audit.record(
         None,
         principal,
@@ -96,21 +86,17 @@ class SearchQuery:
     cursor: str | None
 
 
-def _search(q: SearchQuery) -> SearchOut:
-    return read(lambda session: _search_in(session, q))
-
-
-def _search_in(session: Session, q: SearchQuery) -> SearchOut:
+async def _search(db: ReadPool, q: SearchQuery) -> SearchOut:
     stored_threshold = get_settings().default_min_score
     threshold = stored_threshold if q.min_score is None else q.min_score
-    matches = [resolve_action(session, n, q.model) for n in q.names]
+    matches = [await resolve_action(db, n, q.model) for n in q.names]
     groups = [m.action_ids for m in matches]
     items = []
     next_cursor = None
     if (q.match == "any" and any(groups)) or (q.match == "all" and all(groups)):
         try:
-            segments, next_cursor = find_segments(
-                session,
+            segments, next_cursor = await find_segments(
+                db,
                 [g for g in groups if g],
                 min_score=threshold,
                 mode=q.match,

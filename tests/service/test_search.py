@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import random
 from typing import Any, Literal
 
@@ -215,7 +216,38 @@ def test_stored_segments_equal_live_computation(
     db: Session, seed_video: SeedVideo, sort: Literal["score", "time"]
 ) -> None:
     """Default-threshold searches read the stored `segments`; they must match the live SQL."""
+    from service.read_db import close_pool, get_pool
     from service.search import find_segments
+
+    async def every_page(group: list[int], stored: float | None, extra: dict[str, Any]) -> list:
+        got, cursor = [], None
+        while True:
+            page, cursor = await find_segments(
+                get_pool(),
+                [group],
+                min_score=0.5,
+                sort=sort,
+                limit=7,
+                cursor=cursor,
+                stored_threshold=stored,
+                **extra,
+            )
+            got += [
+                (
+                    s.video_id,
+                    s.action,
+                    s.first_clip,
+                    s.last_clip,
+                    s.start,
+                    s.end,
+                    round(s.max_score, 6),
+                    round(s.mean_score, 6),
+                )
+                for s in page
+            ]
+            if cursor is None:
+                close_pool()
+                return got
 
     rng = random.Random(7)
     labels = FakeModel().labels
@@ -228,38 +260,9 @@ def test_stored_segments_equal_live_computation(
     for group in [*actions, every]:
         windows: list[dict[str, Any]] = [{}, {"t_from": 10.0, "t_to": 30.0}]
         for extra in windows:
-            pages = {}
-            for stored in (0.5, None):
-                got, cursor = [], None
-                while True:
-                    page, cursor = find_segments(
-                        db,
-                        [group],
-                        min_score=0.5,
-                        sort=sort,
-                        limit=7,
-                        cursor=cursor,
-                        stored_threshold=stored,
-                        **extra,
-                    )
-                    got += [
-                        (
-                            s.video_id,
-                            s.action,
-                            s.first_clip,
-                            s.last_clip,
-                            s.start,
-                            s.end,
-                            round(s.max_score, 6),
-                            round(s.mean_score, 6),
-                        )
-                        for s in page
-                    ]
-                    if cursor is None:
-                        break
-                pages[stored] = got
-            assert pages[0.5] == pages[None]
-            assert pages[0.5]
+            stored_table = asyncio.run(every_page(group, 0.5, extra))
+            assert stored_table == asyncio.run(every_page(group, None, extra))
+            assert stored_table
 
 
 @pytest.mark.parametrize("sort", ["score", "time"])

@@ -1,0 +1,66 @@
+"""The search path's async connection pool: bounded, and never reuses a busy connection."""
+
+from __future__ import annotations
+
+import asyncio
+
+import psycopg
+import pytest
+from sqlalchemy.dialects.postgresql.psycopg import PGDialect_psycopg
+from sqlalchemy.engine import make_url
+
+from service.db import normalize_database_url
+from service.read_db import ReadPool
+
+pytestmark = [pytest.mark.db]
+
+
+def _params(url: str) -> dict[str, object]:
+    _, params = PGDialect_psycopg().create_connect_args(make_url(normalize_database_url(url)))
+    params.pop("context", None)
+    return params
+
+
+def test_connections_are_bounded_and_reused(vcat_env: dict[str, str]) -> None:
+    async def run() -> set[int]:
+        pool = ReadPool(_params(vcat_env["VCAT_DATABASE_URL"]), size=2)
+        try:
+            queries = [
+                pool.fetch("SELECT pg_backend_pid() AS pid, pg_sleep(0.05)") for _ in range(8)
+            ]
+            rows = await asyncio.wait_for(asyncio.gather(*queries), timeout=20)
+            return {r[0].pid for r in rows}
+        finally:
+            pool.close()
+
+    assert len(asyncio.run(run())) == 2
+
+
+def test_a_query_cancelled_mid_flight_does_not_poison_the_pool(
+    vcat_env: dict[str, str],
+) -> None:
+    async def run() -> int:
+        pool = ReadPool(_params(vcat_env["VCAT_DATABASE_URL"]), size=1)
+        try:
+            slow = asyncio.create_task(pool.fetch("SELECT pg_sleep(5)"))
+            await asyncio.sleep(0.3)
+            slow.cancel()  # a client gone, a server shutting down
+            with pytest.raises(asyncio.CancelledError):
+                await slow
+            # The one connection was busy when cancelled: a new one answers, at once.
+            (row,) = await asyncio.wait_for(pool.fetch("SELECT 1 AS one"), timeout=3)
+            return int(row.one)
+        finally:
+            pool.close()
+
+    assert asyncio.run(run()) == 1
+
+
+def test_an_unreachable_database_raises_and_frees_the_slot() -> None:
+    async def run() -> None:
+        pool = ReadPool({"host": "127.0.0.1", "port": 1, "connect_timeout": 2}, size=1)
+        for _ in range(2):  # the second call would hang if the first had kept the only slot
+            with pytest.raises(psycopg.OperationalError):
+                await asyncio.wait_for(pool.fetch("SELECT 1"), timeout=10)
+
+    asyncio.run(run())
