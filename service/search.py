@@ -63,22 +63,26 @@ async def match_action(db: ReadPool, query: str, model: str | None) -> Match:
     """Actions named ``query`` (any case) in ``model`` (or every model); else the closest name."""
     params: dict[str, Any] = {"q": query.strip().lower(), "model": model}
     model_filter = "AND m.name = %(model)s" if model else ""
+    # One round trip: the exact matches, or (only when there are none) the fuzzy candidates,
+    # best first: all actions with the best-scoring name, across models. ``%%`` is pg_trgm's
+    # similarity operator, ``%`` escaped for psycopg.
     rows = await db.fetch(
-        f"""SELECT a.id, a.name FROM actions a JOIN models m ON m.id = a.model_id
-        WHERE lower(a.name) = %(q)s {model_filter} ORDER BY a.id""",
+        f"""WITH exact AS (
+            SELECT a.id, a.name FROM actions a JOIN models m ON m.id = a.model_id
+            WHERE lower(a.name) = %(q)s {model_filter}
+        ), fuzzy AS (
+            SELECT a.id, a.name, similarity(lower(a.name), %(q)s) AS sim
+            FROM actions a JOIN models m ON m.id = a.model_id
+            WHERE NOT EXISTS (SELECT FROM exact) AND lower(a.name) %% %(q)s {model_filter}
+            ORDER BY sim DESC, lower(a.name), a.id LIMIT 50
+        )
+        SELECT id, name, NULL::real AS sim, true AS exact FROM exact
+        UNION ALL SELECT id, name, sim, false FROM fuzzy""",
         params,
     )
-    if rows:
-        return Match(query, [r.id for r in rows], sorted({r.name for r in rows}), fuzzy=False)
-    # Fuzzy: the best-scoring name (all actions with that name, across models). ``%%`` is
-    # pg_trgm's similarity operator, ``%`` escaped for psycopg.
-    rows = await db.fetch(
-        f"""SELECT a.id, a.name, similarity(lower(a.name), %(q)s) AS sim
-        FROM actions a JOIN models m ON m.id = a.model_id
-        WHERE lower(a.name) %% %(q)s {model_filter}
-        ORDER BY sim DESC, lower(a.name), a.id LIMIT 50""",
-        params,
-    )
+    if rows and rows[0].exact:
+        return Match(query, sorted(r.id for r in rows), sorted({r.name for r in rows}), False)
+    rows.sort(key=lambda r: (-r.sim, r.name.lower(), r.id))
     rows = [r for r in rows if r.sim >= FUZZY_MIN_SIMILARITY]
     if not rows:
         return Match(query, [], [], fuzzy=True)
@@ -269,6 +273,13 @@ async def find_segments(
     return segments, next_cursor
 
 
+def _values(rows: list[str]) -> str:
+    """A VALUES list of query parameters, where an array would do: Postgres then estimates the
+    same row count for a prepared statement's generic plan as for a custom one, and keeps the
+    generic plan instead of planning every search anew (that was half a search's time)."""
+    return "(VALUES " + ", ".join(f"({row})" for row in rows) + ")"
+
+
 _CREATED = """to_char({col} AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"')"""
 
 
@@ -281,12 +292,9 @@ def _stored_sql(
     t_to: float | None,
     has_cursor: bool,
 ) -> str:
-    # The actions as a VALUES list, not unnest(array): Postgres then estimates the same row
-    # count for the prepared statement's generic plan as for a custom one, so it keeps the
-    # generic plan instead of planning every search anew (that was half of this query's time).
     actions = sorted({a for g in groups for a in g})
     params.update({f"a{i}": a for i, a in enumerate(actions)})
-    source = "(VALUES " + ", ".join(f"(CAST(%(a{i})s AS int))" for i in range(len(actions))) + ")"
+    source = _values([f"CAST(%(a{i})s AS int)" for i in range(len(actions))])
     where = ""
     if video_id is not None:
         where += " AND s.video_id = %(video_id)s"
@@ -343,14 +351,13 @@ def _live_sql(
                      AND cs.score >= CAST(%(min_score)s AS real) {video_filter}"""
     else:
         pairs = [(a, g) for g, ids in enumerate(groups) for a in ids]
-        params["g_actions"] = [a for a, _ in pairs]
-        params["g_groups"] = [g for _, g in pairs]
+        params.update({f"a{i}": a for i, (a, _) in enumerate(pairs)})
         params["n_groups"] = len(groups)
+        source = _values([f"CAST(%(a{i})s AS int), {g}" for i, (_, g) in enumerate(pairs)])
         hits = f"""SELECT video_id, 0 AS key, clip_idx, min(best) AS score FROM (
                      SELECT cs.video_id, cs.clip_idx, g.grp, max(cs.score) AS best
                      FROM clip_scores cs
-                     JOIN unnest(CAST(%(g_actions)s AS int[]), CAST(%(g_groups)s AS int[]))
-                          AS g(action_id, grp) ON g.action_id = cs.action_id
+                     JOIN {source} AS g(action_id, grp) ON g.action_id = cs.action_id
                      WHERE cs.score >= CAST(%(min_score)s AS real) {video_filter}
                      GROUP BY cs.video_id, cs.clip_idx, g.grp) AS per_group
                    GROUP BY video_id, clip_idx HAVING count(*) = %(n_groups)s"""
