@@ -66,6 +66,11 @@ def validation_detail(errors: Sequence[Any]) -> str:
     return f"{where}: {msg}" if where else msg
 
 
+def _first_line(exc: Exception) -> str:
+    """The driver's message (SQLAlchemy wraps it in ``orig``), first line; may be empty."""
+    return (str(getattr(exc, "orig", None) or exc).splitlines() or [""])[0]
+
+
 def install_problem_handlers(app: FastAPI) -> None:
     @app.exception_handler(Problem)
     async def _problem(_: Request, exc: Problem) -> JSONResponse:
@@ -93,14 +98,14 @@ def install_problem_handlers(app: FastAPI) -> None:
     async def _data(_: Request, exc: Exception) -> JSONResponse:
         # Input Postgres cannot hold (a NUL character, an out-of-range number) is the client's
         # error; nothing was written (the session rolls back).
-        reason = str(getattr(exc, "orig", None) or exc).splitlines()[0] or "invalid value"
+        reason = _first_line(exc) or "invalid value"
         return problem_response(422, f"the request holds a value that cannot be stored: {reason}")
 
     @app.exception_handler(OperationalError)
     @app.exception_handler(psycopg.OperationalError)
     async def _database_down(_: Request, exc: Exception) -> JSONResponse:
         # Postgres restarting or unreachable: the client should retry, not report a bug.
-        log.warning("database error: %s", str(getattr(exc, "orig", None) or exc).splitlines()[0])
+        log.warning("database error: %s", _first_line(exc))
         return problem_response(
             503, "the database is unavailable; try again shortly", headers={"Retry-After": "5"}
         )

@@ -86,14 +86,18 @@ def get_pool() -> ReadPool:
     loop = asyncio.get_running_loop()
     pool = _pools.get(loop)
     if pool is None:
-        # The URL read as the engine reads it (any form it accepts), minus SQLAlchemy's own
-        # type adapters: psycopg's defaults serve here.
-        url = make_url(normalize_database_url(database_url()))
-        _, params = PGDialect_psycopg().create_connect_args(url)
-        params.pop("context", None)
-        params.setdefault("connect_timeout", CONNECT_TIMEOUT)
+        params = connect_params(database_url())
         pool = _pools[loop] = ReadPool(params, get_settings().search_connections)
     return pool
+
+
+def connect_params(url: str) -> dict[str, Any]:
+    """psycopg's connection arguments for ``url``, read as the engine reads it (any form it
+    accepts), minus SQLAlchemy's own type adapters: psycopg's defaults serve here."""
+    _, params = PGDialect_psycopg().create_connect_args(make_url(normalize_database_url(url)))
+    params.pop("context", None)
+    params.setdefault("connect_timeout", CONNECT_TIMEOUT)
+    return dict(params)
 
 
 def close_pool() -> None:

@@ -6,24 +6,15 @@ import asyncio
 
 import psycopg
 import pytest
-from sqlalchemy.dialects.postgresql.psycopg import PGDialect_psycopg
-from sqlalchemy.engine import make_url
 
-from service.db import normalize_database_url
-from service.read_db import ReadPool
+from service.read_db import ReadPool, connect_params
 
 pytestmark = [pytest.mark.db]
 
 
-def _params(url: str) -> dict[str, object]:
-    _, params = PGDialect_psycopg().create_connect_args(make_url(normalize_database_url(url)))
-    params.pop("context", None)
-    return params
-
-
 def test_connections_are_bounded_and_reused(vcat_env: dict[str, str]) -> None:
     async def run() -> set[int]:
-        pool = ReadPool(_params(vcat_env["VCAT_DATABASE_URL"]), size=2)
+        pool = ReadPool(connect_params(vcat_env["VCAT_DATABASE_URL"]), size=2)
         try:
             queries = [
                 pool.fetch("SELECT pg_backend_pid() AS pid, pg_sleep(0.05)") for _ in range(8)
@@ -40,7 +31,7 @@ def test_a_query_cancelled_mid_flight_does_not_poison_the_pool(
     vcat_env: dict[str, str],
 ) -> None:
     async def run() -> int:
-        pool = ReadPool(_params(vcat_env["VCAT_DATABASE_URL"]), size=1)
+        pool = ReadPool(connect_params(vcat_env["VCAT_DATABASE_URL"]), size=1)
         try:
             slow = asyncio.create_task(pool.fetch("SELECT pg_sleep(5)"))
             await asyncio.sleep(0.3)
