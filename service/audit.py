@@ -22,7 +22,9 @@ from service.models import AuditEntry
 from vcat.settings import get_settings
 
 FLUSH_SECONDS = 0.25
-WRITE_ERRORS = (SQLAlchemyError, psycopg.Error)  # the batch is written with psycopg's COPY
+# The batch is written with psycopg's COPY; a value it cannot encode raises TypeError/ValueError
+# (SQLAlchemy's INSERT wrapped those in its own errors).
+WRITE_ERRORS = (SQLAlchemyError, psycopg.Error, TypeError, ValueError)
 MAX_PENDING = 50_000  # entries kept while the database is unreachable; the oldest go first
 log = logging.getLogger(__name__)
 

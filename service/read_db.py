@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import weakref
-from typing import Any
+from typing import Any, Protocol, cast
 
 import psycopg
 from psycopg import AsyncConnection
@@ -20,9 +20,16 @@ from psycopg.pq import TransactionStatus
 from psycopg.rows import namedtuple_row
 from sqlalchemy.dialects.postgresql.psycopg import PGDialect_psycopg
 from sqlalchemy.engine import make_url
+from sqlalchemy.orm import Session
 
 from service.db import CONNECT_TIMEOUT, database_url, normalize_database_url
 from vcat.settings import get_settings
+
+
+class Reader(Protocol):
+    """What the search SQL runs on: ``ReadPool``, or ``SessionReader`` in a sync endpoint."""
+
+    async def fetch(self, sql: str, params: dict[str, Any] | None = None) -> list[Any]: ...
 
 
 class ReadPool:
@@ -30,45 +37,64 @@ class ReadPool:
 
     def __init__(self, params: dict[str, Any], size: int) -> None:
         self._params = params
-        # A slot holds an open connection, or None where one is still to be made.
-        self._slots: asyncio.Queue[AsyncConnection[Any] | None] = asyncio.Queue()
-        for _ in range(size):
-            self._slots.put_nowait(None)
+        # asyncio's Semaphore wakes its waiters in order and, unlike a Queue of connections,
+        # does not let a caller that comes later take a slot freed for an earlier one.
+        self._slots = asyncio.Semaphore(size)
+        self._idle: list[AsyncConnection[Any]] = []
+        self._closed = False
 
     async def fetch(self, sql: str, params: dict[str, Any] | None = None) -> list[Any]:
         """The rows of one query (named tuples). A pooled connection that the server dropped
         (Postgres restarted) is replaced and the query run once more; a database that cannot
         be reached raises ``psycopg.OperationalError`` (the API answers 503)."""
-        conn = await self._slots.get()
-        try:
-            for attempt in range(2):
-                fresh = conn is None or conn.closed
-                if fresh:
-                    conn = await AsyncConnection.connect(
-                        **self._params, autocommit=True, row_factory=namedtuple_row
-                    )
-                assert conn is not None
-                try:
-                    cursor = await conn.execute(sql, params)
-                    return await cursor.fetchall()
-                except psycopg.OperationalError:
-                    if fresh or attempt or not conn.closed:
-                        raise
-            raise AssertionError("unreachable")
-        finally:
-            # psycopg cancels an interrupted query and recovers the connection; one it could not
-            # recover (still busy, or in a transaction) is never handed out again.
-            if conn is not None and conn.info.transaction_status != TransactionStatus.IDLE:
-                _close_now(conn)
-                conn = None
-            self._slots.put_nowait(conn)
+        async with self._slots:
+            conn = self._idle.pop() if self._idle else None
+            try:
+                for attempt in range(2):
+                    fresh = conn is None or conn.closed
+                    if fresh:
+                        conn = await AsyncConnection.connect(
+                            **self._params, autocommit=True, row_factory=namedtuple_row
+                        )
+                    assert conn is not None
+                    try:
+                        cursor = await conn.execute(sql, params)
+                        return await cursor.fetchall()
+                    except psycopg.OperationalError:
+                        if fresh or attempt or not conn.closed:
+                            raise
+                raise AssertionError("unreachable")
+            finally:
+                # psycopg cancels an interrupted query and recovers the connection; one it
+                # could not recover (still busy, or in a transaction) is not handed out again.
+                if conn is not None:
+                    idle = conn.info.transaction_status == TransactionStatus.IDLE
+                    if idle and not self._closed:
+                        self._idle.append(conn)
+                    else:
+                        _close_now(conn)
 
     def close(self) -> None:
-        """Close the idle connections (at shutdown; busy ones close when they come back)."""
-        while not self._slots.empty():
-            conn = self._slots.get_nowait()
-            if conn is not None:
-                _close_now(conn)
+        """Close the idle connections; busy ones close when their query ends."""
+        self._closed = True
+        while self._idle:
+            _close_now(self._idle.pop())
+
+
+class SessionReader:
+    """``ReadPool``'s interface over a request's SQLAlchemy session, for sync endpoints that
+    run the search SQL in their worker thread (``asyncio.run``) instead of on the loop."""
+
+    def __init__(self, session: Session) -> None:
+        self._session = session
+
+    async def fetch(self, sql: str, params: dict[str, Any] | None = None) -> list[Any]:
+        driver = cast(
+            psycopg.Connection[Any], self._session.connection().connection.dbapi_connection
+        )
+        with driver.cursor(row_factory=namedtuple_row) as cursor:
+            cursor.execute(sql, params)
+            return cursor.fetchall()
 
 
 def _close_now(conn: AsyncConnection[Any]) -> None:
@@ -84,6 +110,8 @@ _pools: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, ReadPool] = weakref
 
 def get_pool() -> ReadPool:
     loop = asyncio.get_running_loop()
+    for ended in [other for other in _pools if other.is_closed()]:
+        _pools.pop(ended).close()  # a pool holds its loop alive: tests run many loops
     pool = _pools.get(loop)
     if pool is None:
         params = connect_params(database_url())

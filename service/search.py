@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal
 
-from service.read_db import ReadPool
+from service.read_db import Reader
 from service.ttl_cache import TtlCache
 
 FUZZY_MIN_SIMILARITY = 0.3
@@ -59,7 +59,7 @@ class Segment:
     actions: list[str] = field(default_factory=list)
 
 
-async def match_action(db: ReadPool, query: str, model: str | None) -> Match:
+async def match_action(db: Reader, query: str, model: str | None) -> Match:
     """Actions named ``query`` (any case) in ``model`` (or every model); else the closest name."""
     params: dict[str, Any] = {"q": query.strip().lower(), "model": model}
     model_filter = "AND m.name = %(model)s" if model else ""
@@ -76,13 +76,14 @@ async def match_action(db: ReadPool, query: str, model: str | None) -> Match:
             WHERE NOT EXISTS (SELECT FROM exact) AND lower(a.name) %% %(q)s {model_filter}
             ORDER BY sim DESC, lower(a.name), a.id LIMIT 50
         )
-        SELECT id, name, NULL::real AS sim, true AS exact FROM exact
-        UNION ALL SELECT id, name, sim, false FROM fuzzy""",
+        SELECT * FROM (
+            SELECT id, name, NULL::real AS sim, true AS exact FROM exact
+            UNION ALL SELECT id, name, sim, false FROM fuzzy
+        ) AS found ORDER BY sim DESC NULLS FIRST, lower(name), id""",
         params,
     )
     if rows and rows[0].exact:
         return Match(query, sorted(r.id for r in rows), sorted({r.name for r in rows}), False)
-    rows.sort(key=lambda r: (-r.sim, r.name.lower(), r.id))
     rows = [r for r in rows if r.sim >= FUZZY_MIN_SIMILARITY]
     if not rows:
         return Match(query, [], [], fuzzy=True)
@@ -109,7 +110,7 @@ _names: _Names | None = None
 _fuzzy: TtlCache[Match] = TtlCache(NAME_CACHE_SECONDS)
 
 
-async def _all_names(db: ReadPool) -> _Names:
+async def _all_names(db: Reader) -> _Names:
     global _names
     names = _names
     if names is None or names.expires <= time.monotonic():
@@ -123,7 +124,7 @@ async def _all_names(db: ReadPool) -> _Names:
     return names
 
 
-async def resolve_action(db: ReadPool, query: str, model: str | None) -> Match:
+async def resolve_action(db: Reader, query: str, model: str | None) -> Match:
     """``match_action``, answered from the per-process name table when it can be."""
     by_name = (await _all_names(db)).by_name
     known = [r for r in by_name.get(query.strip().lower(), ()) if model is None or r[2] == model]
@@ -200,7 +201,7 @@ def _after(first: str, sort: str, prefix: str) -> str:
 
 
 async def find_segments(
-    db: ReadPool,
+    db: Reader,
     groups: list[list[int]] | None,
     *,
     min_score: float,

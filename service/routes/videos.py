@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import uuid
@@ -23,7 +24,7 @@ from service.db import get_session
 from service.ingest import UploadError, receive_multipart
 from service.models import Clip, IdempotencyKey, Model, Video
 from service.problems import Problem, validation_detail
-from service.read_db import get_pool
+from service.read_db import SessionReader
 from service.schemas import (
     ClipOut,
     ClipPage,
@@ -578,18 +579,25 @@ def list_clips(
     response_model=TimelineOut,
     summary="The timeline: runs of clips per action scoring >= min_score, in time order",
 )
-async def video_segments(
+def video_segments(
     video_id: uuid.UUID,
     min_score: Annotated[float | None, Query(ge=0, le=1)] = None,
     _: Principal = Depends(require_read),
+    session: Session = Depends(get_session),
 ) -> TimelineOut:
-    db = get_pool()  # the search path's connections (service.read_db)
-    found = await db.fetch("SELECT status FROM videos WHERE id = %(id)s", {"id": video_id})
-    if not found or found[0].status == "deleted":
-        raise Problem(404, f"no video {video_id}")
+    _get_video(session, video_id)
     threshold = get_settings().default_min_score if min_score is None else min_score
-    segments, _next = await find_segments(
-        db, None, min_score=threshold, video_id=video_id, sort="time", limit=100_000
+    # A whole timeline (every action, any threshold, up to 100,000 rows) is too big for the
+    # event loop and the searches' few connections: it runs in this request's thread.
+    segments, _next = asyncio.run(
+        find_segments(
+            SessionReader(session),
+            None,
+            min_score=threshold,
+            video_id=video_id,
+            sort="time",
+            limit=100_000,
+        )
     )
     segments.sort(key=lambda s: (s.start, -s.max_score))
     return TimelineOut(
