@@ -9,7 +9,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from service import audit, health, metrics, read_db
-from service.problems import install_problem_handlers
+from service.problems import first_line, install_problem_handlers
 from service.routes import catalog, search, videos
 from vcat import __version__
 
@@ -23,7 +23,7 @@ async def lifespan(_: FastAPI) -> AsyncIterator[None]:
     try:
         audit.flush()  # batched read entries (searches, media views) are not lost on shutdown
     except audit.WRITE_ERRORS as exc:
-        log.error("audit entries lost at shutdown: %s", str(exc).splitlines()[0])
+        log.error("audit entries lost at shutdown: %s", first_line(exc))
 
 
 def create_app() -> FastAPI:

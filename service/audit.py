@@ -19,6 +19,7 @@ from sqlalchemy.orm import Session
 from service.auth import Principal
 from service.db import get_engine
 from service.models import AuditEntry
+from service.problems import first_line
 from vcat.settings import get_settings
 
 FLUSH_SECONDS = 0.25
@@ -57,7 +58,7 @@ class _Pending:
             try:
                 self.flush()
             except WRITE_ERRORS as exc:  # kept for the next try; never fails a request
-                log.warning("audit entries not written yet: %s", str(exc).splitlines()[0])
+                log.warning("audit entries not written yet: %s", first_line(exc))
 
     def flush(self) -> int:
         with self._writing:

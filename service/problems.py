@@ -66,7 +66,7 @@ def validation_detail(errors: Sequence[Any]) -> str:
     return f"{where}: {msg}" if where else msg
 
 
-def _first_line(exc: Exception) -> str:
+def first_line(exc: Exception) -> str:
     """The driver's message (SQLAlchemy wraps it in ``orig``), first line; may be empty."""
     return (str(getattr(exc, "orig", None) or exc).splitlines() or [""])[0]
 
@@ -98,14 +98,14 @@ def install_problem_handlers(app: FastAPI) -> None:
     async def _data(_: Request, exc: Exception) -> JSONResponse:
         # Input Postgres cannot hold (a NUL character, an out-of-range number) is the client's
         # error; nothing was written (the session rolls back).
-        reason = _first_line(exc) or "invalid value"
+        reason = first_line(exc) or "invalid value"
         return problem_response(422, f"the request holds a value that cannot be stored: {reason}")
 
     @app.exception_handler(OperationalError)
     @app.exception_handler(psycopg.OperationalError)
     async def _database_down(_: Request, exc: Exception) -> JSONResponse:
         # Postgres restarting or unreachable: the client should retry, not report a bug.
-        log.warning("database error: %s", _first_line(exc))
+        log.warning("database error: %s", first_line(exc))
         return problem_response(
             503, "the database is unavailable; try again shortly", headers={"Retry-After": "5"}
         )

@@ -11,7 +11,7 @@ from fastapi import APIRouter, Depends, Query, Request, Response
 from service import audit
 from service.auth import Principal, require_read
 from service.problems import Problem
-from service.read_db import ReadPool, get_pool
+from service.read_db import Reader, get_pool
 from service.routes.videos import segment_out
 from service.schemas import MatchOut, SearchOut
 from service.search import SearchError, find_segments, resolve_action
@@ -86,34 +86,30 @@ class SearchQuery:
     cursor: str | None
 
 
-async def _search(db: ReadPool, q: SearchQuery) -> SearchOut:
+async def _search(db: Reader, q: SearchQuery) -> SearchOut:
     stored_threshold = get_settings().default_min_score
     threshold = stored_threshold if q.min_score is None else q.min_score
     matches = [await resolve_action(db, n, q.model) for n in q.names]
-    groups = [m.action_ids for m in matches]
-    items = []
-    next_cursor = None
-    if (q.match == "any" and any(groups)) or (q.match == "all" and all(groups)):
-        try:
-            segments, next_cursor = await find_segments(
-                db,
-                [g for g in groups if g],
-                min_score=threshold,
-                mode=q.match,
-                video_id=q.video,
-                t_from=q.t_from,
-                t_to=q.t_to,
-                sort=q.sort,
-                limit=q.limit,
-                cursor=q.cursor,
-                stored_threshold=stored_threshold,
-            )
-        except SearchError as exc:
-            raise Problem(422, str(exc)) from None
-        for s in segments:
-            if s.action_id is None:
-                s.actions = [n for m in matches for n in m.names]
-        items = [segment_out(s) for s in segments]
+    try:  # a name that matched no action finds nothing (find_segments)
+        segments, next_cursor = await find_segments(
+            db,
+            [m.action_ids for m in matches],
+            min_score=threshold,
+            mode=q.match,
+            video_id=q.video,
+            t_from=q.t_from,
+            t_to=q.t_to,
+            sort=q.sort,
+            limit=q.limit,
+            cursor=q.cursor,
+            stored_threshold=stored_threshold,
+        )
+    except SearchError as exc:
+        raise Problem(422, str(exc)) from None
+    for s in segments:
+        if s.action_id is None:
+            s.actions = [n for m in matches for n in m.names]
+    items = [segment_out(s) for s in segments]
     matched = [
         MatchOut(query=m.query, actions=m.names, fuzzy=m.fuzzy, similarity=m.similarity)
         for m in matches
