@@ -9,13 +9,15 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterable, Sequence
-from typing import Protocol
+from typing import Any, Protocol
 
-from sqlalchemy import insert, select, text, update
+import psycopg
+from sqlalchemy import insert, select, text
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.orm import Session
 
-from service.models import Action, Clip, ClipScore, Model, Video
+from service.db import driver_cursor
+from service.models import Action, Model
 from vcat.settings import get_settings
 
 
@@ -94,14 +96,6 @@ def ensure_model(session: Session, name: str, version: str, labels: Sequence[str
     A model already registered with other labels is an error: a new label set needs a new
     version. Does not commit.
     """
-    return _model_actions(session, name, version, labels)[0]
-
-
-def _model_actions(
-    session: Session, name: str, version: str, labels: Sequence[str]
-) -> tuple[int, dict[str, int]]:
-    """``ensure_model`` plus the action id of every label, in one round trip for a known model
-    (every job's store comes through here)."""
     if not name or not version:
         raise IndexDataError("model name and version must be non-empty")
     if not labels or any(not isinstance(label, str) or not label.strip() for label in labels):
@@ -119,19 +113,17 @@ def _model_actions(
             .returning(Model.id)
         )
         if model_id is not None:
-            actions = session.execute(
-                insert(Action).returning(Action.name, Action.id),
+            session.execute(
+                insert(Action),
                 [{"model_id": model_id, "idx": i, "name": n} for i, n in enumerate(labels)],
-            ).all()
-            return model_id, {r[0]: r[1] for r in actions}
+            )
+            return model_id
     raise IndexDataError(f"model {name} version {version}: registered without its labels")
 
 
-def _registered(
-    session: Session, name: str, version: str, labels: Sequence[str]
-) -> tuple[int, dict[str, int]] | None:
+def _registered(session: Session, name: str, version: str, labels: Sequence[str]) -> int | None:
     rows = session.execute(
-        select(Model.id, Action.name, Action.id)
+        select(Model.id, Action.name)
         .join(Action, Action.model_id == Model.id)
         .where(Model.name == name, Model.version == version)
         .order_by(Action.idx)
@@ -142,7 +134,7 @@ def _registered(
                 f"model {name} version {version} is registered with other labels; "
                 "give the new label set a new version"
             )
-        return rows[0][0], {r[1]: r[2] for r in rows}
+        return int(rows[0][0])
     return None
 
 
@@ -151,21 +143,59 @@ class ClaimLost(Exception):
     claimed by another worker); nothing was written."""
 
 
-# The derived rows of one video, in one statement (clip scores go with their clips).
-_CLEAR_SQL = text(
-    """
-    WITH c AS (DELETE FROM clips WHERE video_id = :v),
-         a AS (DELETE FROM video_actions WHERE video_id = :v)
-    DELETE FROM segments WHERE video_id = :v
-    """
-)
+# Every statement of a store is psycopg's, sent as it is: a 4-second video's whole store is a few
+# hundred microseconds of SQL, and SQLAlchemy's ORM and Core layers cost several times that in
+# the worker's CPU (`bench/bench_service.py`, many short videos).
+
+# Marks the video done and clears its derived rows, in one statement. Marking it done locks the
+# row (a concurrent delete waits for this transaction) and proves that the video, the claim
+# (``attempt``) and the model (registered with exactly these labels) all hold. No row back: one
+# of them does not, and ``_store_head`` finds out which.
+_HEAD_SQL = """
+    WITH m AS (
+        SELECT id FROM models
+        WHERE name = %(model)s AND version = %(version)s
+          AND ARRAY(SELECT name FROM actions WHERE model_id = models.id ORDER BY idx)
+              = CAST(%(labels)s AS text[])
+    ), done AS (
+        UPDATE videos v SET status = 'done', progress = 1, error = NULL, model_id = m.id,
+                            model_name = %(model)s, indexed_at = now(), updated_at = now()
+        FROM m
+        WHERE v.id = %(video)s AND (CAST(%(attempt)s AS integer) IS NULL
+              OR (v.status = 'processing' AND v.attempts = CAST(%(attempt)s AS integer)))
+        RETURNING v.id, m.id AS model_id
+    ), c AS (DELETE FROM clips WHERE video_id IN (SELECT id FROM done)),
+       a AS (DELETE FROM video_actions WHERE video_id IN (SELECT id FROM done)),
+       s AS (DELETE FROM segments WHERE video_id IN (SELECT id FROM done))
+    SELECT model_id FROM done
+"""
+# Clips and their scores in one statement (the scores' foreign key to their clip is checked at
+# its end); a score names its action by the label's index in the model.
+_ROWS_SQL = """
+    WITH c AS (
+        INSERT INTO clips (video_id, idx, start, "end", thumbnail)
+        SELECT %(video)s, t.n - 1, t.start, t.stop, t.thumb
+        FROM unnest(CAST(%(starts)s AS float8[]), CAST(%(ends)s AS float8[]),
+                    CAST(%(thumbs)s AS text[])) WITH ORDINALITY AS t(start, stop, thumb, n)
+    )
+    INSERT INTO clip_scores (video_id, clip_idx, action_id, rank, score)
+    SELECT %(video)s, s.clip, a.id, s.rank, s.score
+    FROM unnest(CAST(%(clip)s AS integer[]), CAST(%(label)s AS integer[]),
+                CAST(%(rank)s AS smallint[]), CAST(%(score)s AS real[]))
+         AS s(clip, label, rank, score)
+    JOIN actions a ON a.model_id = %(model_id)s AND a.idx = s.label
+"""
 # Summaries and segments of one video in one statement (both read the clip scores as of its
 # start, which include this transaction's inserts).
-_DERIVED_SQL = text(
-    "WITH summary AS ("
-    + _SUMMARY_SQL.format(where="WHERE video_id = :video_id")
-    + ")"
-    + _SEGMENTS_SQL.format(where="AND video_id = :video_id")
+_DERIVED_SQL = (
+    (
+        "WITH summary AS ("
+        + _SUMMARY_SQL.format(where="WHERE video_id = :video_id")
+        + ")"
+        + _SEGMENTS_SQL.format(where="AND video_id = :video_id")
+    )
+    .replace(":video_id", "%(video)s")
+    .replace(":threshold", "%(threshold)s")
 )
 
 
@@ -186,65 +216,70 @@ def replace_video_index(
     else raise ClaimLost (nothing written).
     """
     vid = uuid.UUID(str(video_id))
+    label_index = {label: i for i, label in enumerate(model.labels)}
+    starts: list[float] = []
+    ends: list[float] = []
+    thumbs: list[str | None] = []
+    score_clip: list[int] = []
+    score_label: list[int] = []
+    score_rank: list[int] = []
+    score_value: list[float] = []
+    for idx, (start, end, scores, thumbnail) in enumerate(clips):
+        if not end > start >= 0:
+            raise IndexDataError(f"clip {idx}: need 0 <= start < end, got {start}, {end}")
+        starts.append(float(start))
+        ends.append(float(end))
+        thumbs.append(thumbnail)
+        seen: set[int] = set()
+        for rank, (label, score) in enumerate(scores, start=1):
+            if label not in label_index:
+                raise IndexDataError(f"clip {idx}: {label!r} is not a label of {model.name}")
+            if not 0.0 <= score <= 1.0:
+                raise IndexDataError(f"clip {idx}: score {score} for {label!r} not in [0, 1]")
+            i = label_index[label]
+            if i in seen:
+                continue
+            seen.add(i)
+            score_clip.append(idx)
+            score_label.append(i)
+            score_rank.append(rank)
+            score_value.append(float(score))
     try:
-        model_id, action_ids = _model_actions(session, model.name, model.version, model.labels)
-        clip_rows: list[dict[str, object]] = []
-        score_rows: list[dict[str, object]] = []
-        for idx, (start, end, scores, thumbnail) in enumerate(clips):
-            if not end > start >= 0:
-                raise IndexDataError(f"clip {idx}: need 0 <= start < end, got {start}, {end}")
-            clip_rows.append(
-                {"video_id": vid, "idx": idx, "start": start, "end": end, "thumbnail": thumbnail}
-            )
-            seen: set[str] = set()
-            for rank, (label, score) in enumerate(scores, start=1):
-                if label not in action_ids:
-                    raise IndexDataError(f"clip {idx}: {label!r} is not a label of {model.name}")
-                if not 0.0 <= score <= 1.0:
-                    raise IndexDataError(f"clip {idx}: score {score} for {label!r} not in [0, 1]")
-                if label in seen:
-                    continue
-                seen.add(label)
-                score_rows.append(
-                    {
-                        "video_id": vid,
-                        "clip_idx": idx,
-                        "action_id": action_ids[label],
-                        "rank": rank,
-                        "score": float(score),
-                    }
-                )
-        # Marking it done first locks the row (a concurrent delete waits for this transaction)
-        # and proves the video (and the claim) still exists, in one round trip.
-        mark_done = (
-            update(Video)
-            .where(Video.id == vid)
-            .values(
-                status="done",
-                progress=1.0,
-                error=None,
-                model_id=model_id,
-                model_name=model.name,
-                indexed_at=text("now()"),
-                updated_at=text("now()"),
-            )
-            .returning(Video.id)
-        )
-        if attempt is not None:
-            mark_done = mark_done.where(Video.status == "processing", Video.attempts == attempt)
-        if session.execute(mark_done).one_or_none() is None:
-            if attempt is not None:
-                raise ClaimLost(f"video {vid} is no longer in attempt {attempt}")
-            raise IndexDataError(f"no video {vid}")
-        session.execute(_CLEAR_SQL, {"v": vid})
-        if clip_rows:
-            session.execute(insert(Clip), clip_rows)
-        if score_rows:
-            session.execute(insert(ClipScore), score_rows)
-        threshold = get_settings().default_min_score
-        session.execute(_DERIVED_SQL, {"video_id": vid, "threshold": threshold})
+        with driver_cursor(session) as cursor:
+            model_id = _store_head(session, cursor, vid, model, attempt)
+            cursor.execute(
+                _ROWS_SQL,
+                {"video": vid, "model_id": model_id, "starts": starts, "ends": ends,
+                 "thumbs": thumbs, "clip": score_clip, "label": score_label,
+                 "rank": score_rank, "score": score_value},
+            )  # fmt: skip
+            threshold = get_settings().default_min_score
+            cursor.execute(_DERIVED_SQL, {"video": vid, "threshold": threshold})
     except BaseException:
         session.rollback()
         raise
     session.commit()
-    return len(clip_rows)
+    return len(starts)
+
+
+def _store_head(
+    session: Session,
+    cursor: psycopg.Cursor[Any],
+    vid: uuid.UUID,
+    model: ModelLike,
+    attempt: int | None,
+) -> int:
+    """Run _HEAD_SQL; the model's id. A model not yet registered is registered (then the head
+    runs again); other labels raise IndexDataError; a lost claim raises ClaimLost."""
+    params = {"video": vid, "attempt": attempt, "model": model.name,
+              "version": model.version, "labels": list(model.labels)}  # fmt: skip
+    for registered in (False, True):
+        row = cursor.execute(_HEAD_SQL, params).fetchone()
+        if row is not None:
+            return int(row[0])
+        if not registered:
+            # The first video of a new model, other labels, or no claim: register (or raise).
+            ensure_model(session, model.name, model.version, model.labels)
+    if attempt is not None:
+        raise ClaimLost(f"video {vid} is no longer in attempt {attempt}")
+    raise IndexDataError(f"no video {vid}")

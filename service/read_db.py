@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import weakref
-from typing import Any, Protocol, cast
+from typing import Any, Protocol
 
 import psycopg
 from psycopg import AsyncConnection
@@ -22,7 +22,7 @@ from sqlalchemy.dialects.postgresql.psycopg import PGDialect_psycopg
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session
 
-from service.db import CONNECT_TIMEOUT, database_url, normalize_database_url
+from service.db import CONNECT_TIMEOUT, database_url, driver_cursor, normalize_database_url
 from vcat.settings import get_settings
 
 
@@ -89,10 +89,8 @@ class SessionReader:
         self._session = session
 
     async def fetch(self, sql: str, params: dict[str, Any] | None = None) -> list[Any]:
-        driver = cast(
-            psycopg.Connection[Any], self._session.connection().connection.dbapi_connection
-        )
-        with driver.cursor(row_factory=namedtuple_row) as cursor:
+        with driver_cursor(self._session) as cursor:
+            cursor.row_factory = namedtuple_row
             cursor.execute(sql, params)
             return cursor.fetchall()
 

@@ -18,6 +18,7 @@ from typing import Any
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
+from service.db import driver_cursor
 from service.index_writer import ClaimLost, ClipResult, ModelLike, replace_video_index
 from vcat.settings import get_settings
 
@@ -49,18 +50,17 @@ class GaveUp:
 
 # One statement: the claim also clears the error (an attempt that ends without writing one was
 # lost with its worker) and returns the previous error for the dead-letter message.
-_CLAIM = text(
-    """
+# psycopg's own placeholders: the claim runs on the driver's cursor (``driver_cursor``).
+_CLAIM = """
     UPDATE videos v SET status = 'processing', attempts = v.attempts + 1, progress = 0,
                         error = NULL, updated_at = now()
-    FROM (SELECT id, error FROM videos WHERE id = :id FOR UPDATE) AS before
+    FROM (SELECT id, error FROM videos WHERE id = %(id)s FOR UPDATE) AS before
     WHERE v.id = before.id AND (
         v.status = 'queued'
-        OR (v.status = 'processing' AND v.updated_at < now() - make_interval(secs => :stale))
+        OR (v.status = 'processing' AND v.updated_at < now() - make_interval(secs => %(stale)s))
     )
     RETURNING v.attempts, v.media_file, v.duration, v.options, before.error, v.model_name
-    """
-)
+"""
 
 
 def claim(
@@ -68,7 +68,8 @@ def claim(
 ) -> Claim | GaveUp | None:
     """Take the video for this worker; None when it is not ours to run (done, deleted, running)."""
     vid = uuid.UUID(str(video_id))
-    row = session.execute(_CLAIM, {"id": vid, "stale": stale}).one_or_none()
+    with driver_cursor(session) as cursor:
+        row = cursor.execute(_CLAIM, {"id": vid, "stale": float(stale)}).fetchone()
     if row is None:
         session.commit()
         return None

@@ -98,26 +98,28 @@ def _time_limit(duration: float | None) -> float:
     return s.job_time_base_seconds + s.job_time_per_video_second * (duration or 0.0)
 
 
-def _attempt_dir(video_id: uuid.UUID, attempt: int) -> Path:
-    """Each attempt writes its own folder: a stale attempt, or one that fails, can never
-    overwrite or delete the thumbnails of the index that is stored."""
-    return thumbs_dir(video_id) / f"a{attempt}"
+def _attempt_prefix(attempt: int) -> str:
+    """Each attempt names its thumbnails after itself: a stale attempt, or one that fails, can
+    never overwrite or delete the thumbnails of the index that is stored. They share the video's
+    one folder: a folder per attempt cost as much CPU as a thumbnail (file creation is the
+    expensive part of writing them)."""
+    return f"a{attempt}-"
 
 
 def _write_thumbnails(
     video_id: uuid.UUID, attempt: int, thumbs: list[bytes | None]
 ) -> list[str | None]:
-    folder = _attempt_dir(video_id, attempt)
+    folder = thumbs_dir(video_id)
     folder.mkdir(parents=True, exist_ok=True)
-    root = get_settings().media_path
+    relative = folder.relative_to(get_settings().media_path)
     paths: list[str | None] = []
     for i, jpeg in enumerate(thumbs):
         if jpeg is None:
             paths.append(None)
             continue
-        path = folder / f"{i:06d}.jpg"
-        path.write_bytes(jpeg)
-        paths.append(str(path.relative_to(root)))
+        name = f"{_attempt_prefix(attempt)}{i:06d}.jpg"
+        (folder / name).write_bytes(jpeg)
+        paths.append(str(relative / name))
     return paths
 
 
@@ -176,19 +178,22 @@ def index_video(
 
 
 def _remove_thumbnails(video_id: uuid.UUID, attempt: int) -> None:
-    shutil.rmtree(_attempt_dir(video_id, attempt), ignore_errors=True)
+    """This attempt's thumbnails, when its index was not stored."""
+    with suppress(OSError):
+        for entry in thumbs_dir(video_id).glob(f"{_attempt_prefix(attempt)}*"):
+            entry.unlink(missing_ok=True)
 
 
 def _prune_thumbnails(video_id: uuid.UUID, attempt: int) -> None:
-    """Once attempt ``attempt``'s index is stored: drop every earlier index's thumbnails."""
-    keep = _attempt_dir(video_id, attempt)
+    """Once attempt ``attempt``'s index is stored: drop every earlier index's thumbnails
+    (including the folder per attempt that earlier versions wrote)."""
+    keep = _attempt_prefix(attempt)
     with suppress(OSError):
         for entry in thumbs_dir(video_id).iterdir():
-            if entry != keep:
-                if entry.is_dir():
-                    shutil.rmtree(entry, ignore_errors=True)
-                else:
-                    entry.unlink(missing_ok=True)
+            if entry.is_dir():
+                shutil.rmtree(entry, ignore_errors=True)
+            elif not entry.name.startswith(keep):
+                entry.unlink(missing_ok=True)
 
 
 def _run(

@@ -212,12 +212,12 @@ def test_a_store_that_cannot_succeed_fails_at_once_and_cleans_up(
 
 def test_two_jobs_registering_a_new_model_both_store(db: Session, seed_video: SeedVideo) -> None:
     from service.db import get_sessionmaker
-    from service.index_writer import _model_actions, replace_video_index
+    from service.index_writer import ensure_model, replace_video_index
 
     meta = ModelMeta(**{**META.__dict__, "name": "brand-new", "labels": ["x", "y"]})
     other = seed_video([])
     first, second = get_sessionmaker()(), get_sessionmaker()()
-    _model_actions(first, "brand-new", "1", ["x", "y"])  # job 1 is mid-store, not committed
+    ensure_model(first, "brand-new", "1", ["x", "y"])  # job 1 is mid-store, not committed
     errors: list[Exception] = []
 
     def store() -> None:
