@@ -10,9 +10,11 @@ from datetime import datetime
 from pathlib import Path as FilePath
 from typing import Annotated, Any, Literal, cast
 
+import psycopg
 from fastapi import APIRouter, Body, Depends, Header, Path, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse, JSONResponse
+from psycopg.types.json import Jsonb
 from pydantic import ValidationError
 from sqlalchemy import delete, select, text
 from sqlalchemy.exc import IntegrityError
@@ -20,7 +22,7 @@ from sqlalchemy.orm import Session
 
 from service import audit, queue, storage
 from service.auth import Principal, require_admin, require_read
-from service.db import get_session
+from service.db import driver_cursor, get_session, get_sessionmaker
 from service.ingest import UploadError, receive_multipart
 from service.models import Clip, IdempotencyKey, Model, Video
 from service.problems import Problem, validation_detail
@@ -47,6 +49,11 @@ from worker.video.probe import probe_video
 router = APIRouter(tags=["videos"])
 
 MAX_JSON_BODY = 64 * 1024
+_NEW_VIDEO_COLUMNS = (
+    "id", "source", "source_url", "original_name", "sha256", "size", "media_file", "container",
+    "codec", "duration", "fps", "width", "height", "rotation", "status", "progress", "attempts",
+    "model_name", "options",
+)  # fmt: skip
 OPTION_FIELDS = frozenset({"model", "window", "stride", "top_k"})  # multipart parts besides `file`
 NOT_A_VIDEO = {"unreadable", "no_video", "image", "not_allowed"}  # 415; other reasons: 422
 
@@ -166,6 +173,43 @@ def _enqueue(video: Video) -> None:
 
 
 def _register(
+    principal: Principal,
+    tmp: FilePath,
+    *,
+    source: Literal["upload", "url"],
+    sha256: str,
+    size: int,
+    filename: str | None,
+    source_url: str | None,
+    options: IndexOptions,
+    idem_key: str | None,
+    request_hash: str,
+    client_request: Request,
+) -> tuple[VideoOut, bool]:
+    """Probe the received file and create the video (or find the existing one). Runs in a worker
+    thread with its own session: all of an upload's database work costs one thread hop."""
+    try:
+        with get_sessionmaker()() as session:
+            video, created = _register_in(
+                session, principal, tmp, source=source, sha256=sha256, size=size,
+                filename=filename, source_url=source_url, options=options, idem_key=idem_key,
+                request_hash=request_hash, client_request=client_request,
+            )  # fmt: skip
+            return video_out(video), created
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+# The new row in one statement, psycopg's own: the ORM's unit of work around it cost more of the
+# API's CPU than the rest of an upload's database work (bench/bench_service.py, (b)).
+_INSERT_VIDEO = f"""
+    INSERT INTO videos ({", ".join(_NEW_VIDEO_COLUMNS)})
+    VALUES ({", ".join(f"%({c})s" for c in _NEW_VIDEO_COLUMNS)})
+    RETURNING created_at, updated_at
+"""
+
+
+def _register_in(
     session: Session,
     principal: Principal,
     tmp: FilePath,
@@ -180,71 +224,62 @@ def _register(
     request_hash: str,
     client_request: Request,
 ) -> tuple[Video, bool]:
-    """Probe the received file and create the video (or find the existing one)."""
+    replay = _idempotent(session, principal, idem_key, request_hash)
+    if replay is not None:
+        return replay, False
+    existing = _by_sha256(session, sha256)
+    if existing is not None and existing.status != "deleted":
+        return _reuse(session, principal, existing, tmp, idem_key, request_hash), False
     try:
-        replay = _idempotent(session, principal, idem_key, request_hash)
-        if replay is not None:
-            return replay, False
-        existing = session.scalar(select(Video).where(Video.sha256 == sha256))
-        if existing is not None and existing.status != "deleted":
-            return _reuse(session, principal, existing, tmp, idem_key, request_hash), False
-        try:
-            info = probe_video(tmp)
-        except VideoError as exc:
-            status = 415 if exc.reason in NOT_A_VIDEO else 422
-            detail = str(exc).split(": ", 1)[-1]
-            raise Problem(status, f"not a decodable video: {detail}", reason=exc.reason) from None
-        video_id = uuid.uuid4()
-        name = storage.media_name(video_id, info.container)
-        video = Video(
-            id=video_id,
-            source=source,
-            source_url=source_url,
-            original_name=filename,
-            sha256=sha256,
-            size=size,
-            media_file=name,
-            container=info.container,
-            codec=info.codec,
-            duration=info.duration,
-            fps=info.fps,
-            width=info.width,
-            height=info.height,
-            rotation=info.rotation,
-            status="queued",
-            progress=0.0,
-            attempts=0,
-            model_name=options.model,
-            options=_index_options(options),
+        info = probe_video(tmp)
+    except VideoError as exc:
+        status = 415 if exc.reason in NOT_A_VIDEO else 422
+        detail = str(exc).split(": ", 1)[-1]
+        raise Problem(status, f"not a decodable video: {detail}", reason=exc.reason) from None
+    video_id = uuid.uuid4()
+    name = storage.media_name(video_id, info.container)
+    row: dict[str, Any] = {
+        "id": video_id, "source": source, "source_url": source_url, "original_name": filename,
+        "sha256": sha256, "size": size, "media_file": name, "container": info.container,
+        "codec": info.codec, "duration": info.duration, "fps": info.fps, "width": info.width,
+        "height": info.height, "rotation": info.rotation, "status": "queued", "progress": 0.0,
+        "attempts": 0, "model_name": options.model, "options": Jsonb(_index_options(options)),
+    }  # fmt: skip
+    try:
+        with driver_cursor(session) as cursor:
+            stamps = cast(tuple[datetime, datetime], cursor.execute(_INSERT_VIDEO, row).fetchone())
+        _remember(session, principal, idem_key, request_hash, video_id)
+        tmp.rename(storage.media_root() / name)
+        audit.record(
+            session,
+            principal,
+            "upload",
+            video_id=video_id,
+            commit=False,
+            detail={"source": source, "url": source_url, "size": size},
+            request=client_request,
         )
-        try:
-            session.add(video)
-            session.flush()
-            _remember(session, principal, idem_key, request_hash, video_id)
-            tmp.rename(storage.media_root() / name)
-            audit.record(
-                session,
-                principal,
-                "upload",
-                video_id=video_id,
-                commit=False,
-                detail={"source": source, "url": source_url, "size": size},
-                request=client_request,
-            )
-            session.commit()
-        except IntegrityError:  # a concurrent identical upload or key won (at flush or commit)
-            session.rollback()
-            (storage.media_root() / name).unlink(missing_ok=True)
-            again = _idempotent(session, principal, idem_key, request_hash) or session.scalar(
-                select(Video).where(Video.sha256 == sha256)
-            )
-            if again is None:
-                raise
-            return again, False
-        _enqueue(video)
-        return video, True
-    finally:
-        tmp.unlink(missing_ok=True)
+        session.commit()
+    except (IntegrityError, psycopg.IntegrityError):  # a concurrent identical upload or key won
+        session.rollback()
+        (storage.media_root() / name).unlink(missing_ok=True)
+        again = _idempotent(session, principal, idem_key, request_hash) or _by_sha256(
+            session, sha256
+        )
+        if again is None:
+            raise
+        return again, False
+    # transient (never added to the session): what video_out and _enqueue read
+    video = Video(**{**row, "options": row["options"].obj})
+    video.created_at, video.updated_at = stamps
+    _enqueue(video)
+    return video, True
+
+
+def _by_sha256(session: Session, sha256: str) -> Video | None:
+    with driver_cursor(session) as cursor:
+        row = cursor.execute("SELECT id FROM videos WHERE sha256 = %s", (sha256,)).fetchone()
+    return None if row is None else session.get(Video, row[0])
 
 
 def _reuse(
@@ -316,13 +351,12 @@ def _parse_options(fields: dict[str, str]) -> IndexOptions:
 async def create_video(
     request: Request,
     principal: Principal = Depends(require_admin),
-    session: Session = Depends(get_session),
     idempotency_key: Annotated[str | None, Header(max_length=255)] = None,
 ) -> Response:
+    # No session dependency: no pooled connection is held while the body streams in, and the
+    # database work is one thread hop (``_register``), not three.
     settings = get_settings()
     content_type = request.headers.get("content-type", "")
-    # End the auth query's transaction: no pooled connection is held while the body streams in.
-    await run_in_threadpool(session.rollback)
     tmp = storage.incoming_path(uuid.uuid4().hex)
     media_type = content_type.split(";")[0].strip().lower()  # media types are case-insensitive
     if media_type == "multipart/form-data":
@@ -346,7 +380,6 @@ async def create_video(
         )
         video, created = await run_in_threadpool(
             _register,
-            session,
             principal,
             tmp,
             source="upload",
@@ -374,9 +407,7 @@ async def create_video(
         options = IndexOptions.model_validate(ingest.model_dump(exclude={"url"}))
         url = str(ingest.url)
         request_hash = _request_hash("url", ingest.model_dump(mode="json"))
-        replay = await run_in_threadpool(
-            _idempotent, session, principal, idempotency_key, request_hash
-        )
+        replay = await run_in_threadpool(_replay, principal, idempotency_key, request_hash)
         if replay is not None:
             return _video_response(replay, created=False)
         fetcher = request.app.state.url_fetcher
@@ -393,7 +424,6 @@ async def create_video(
             raise Problem(exc.status, f"url: {exc}") from None
         video, created = await run_in_threadpool(
             _register,
-            session,
             principal,
             tmp,
             source="url",
@@ -411,8 +441,16 @@ async def create_video(
     return _video_response(video, created=created)
 
 
-def _video_response(video: Video, *, created: bool) -> JSONResponse:
-    body = video_out(video).model_dump(mode="json")
+def _replay(principal: Principal, key: str | None, request_hash: str) -> VideoOut | None:
+    if not key:
+        return None
+    with get_sessionmaker()() as session:
+        video = _idempotent(session, principal, key, request_hash)
+        return None if video is None else video_out(video)
+
+
+def _video_response(video: VideoOut, *, created: bool) -> JSONResponse:
+    body = video.model_dump(mode="json")
     return JSONResponse(
         body, status_code=202 if created else 200, headers={"Location": f"/videos/{video.id}"}
     )
