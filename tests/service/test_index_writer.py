@@ -107,3 +107,42 @@ def test_rebuild_segments_at_a_new_threshold(db: Session, seed_video: SeedVideo)
     assert stored() == [(0, 0, 0.7), (2, 2, 0.7)]
     counts = db.execute(text("SELECT segments FROM video_actions")).scalars().all()
     assert counts == [2]
+
+
+def test_scores_name_their_actions_and_repeats_keep_the_first(
+    db: Session, seed_video: SeedVideo
+) -> None:
+    ensure_model(db, "other", "1", ["dancing", "running"])  # registered first: other action ids
+    db.commit()
+    vid = seed_video([[("idle", 0.5)]])
+    clips = [
+        (0.0, 1.0, [("running", 0.6), ("dancing", 0.3), ("running", 0.1)], "thumbs/x/a1-0.jpg"),
+        (1.0, 2.0, [("washing hands", 0.9)], None),
+    ]
+    assert replace_video_index(db, vid, FakeModel(), clips) == 2
+    rows = db.execute(
+        text("""SELECT s.clip_idx, m.name, a.name, s.rank, s.score FROM clip_scores s
+                JOIN actions a ON a.id = s.action_id JOIN models m ON m.id = a.model_id
+                WHERE s.video_id = :v ORDER BY s.clip_idx, s.rank"""),
+        {"v": vid},
+    ).all()
+    assert [(c, m, a, r, round(s, 3)) for c, m, a, r, s in rows] == [
+        (0, "demo", "running", 1, 0.6),
+        (0, "demo", "dancing", 2, 0.3),
+        (1, "demo", "washing hands", 1, 0.9),
+    ]
+    stored = db.execute(
+        text('SELECT idx, start, "end", thumbnail FROM clips WHERE video_id = :v ORDER BY idx'),
+        {"v": vid},
+    ).all()
+    assert [tuple(r) for r in stored] == [(0, 0.0, 1.0, "thumbs/x/a1-0.jpg"), (1, 1.0, 2.0, None)]
+
+
+def test_an_empty_result_clears_the_index(db: Session, seed_video: SeedVideo) -> None:
+    vid = seed_video([[("dancing", 0.9)]] * 2)
+    assert replace_video_index(db, vid, FakeModel(), []) == 0
+    for table in ("clips", "clip_scores", "segments", "video_actions"):
+        count = db.scalar(text(f"SELECT count(*) FROM {table} WHERE video_id = :v"), {"v": vid})
+        assert count == 0, table
+    video = db.get(Video, vid)
+    assert video is not None and video.status == "done"

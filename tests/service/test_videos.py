@@ -48,7 +48,15 @@ def test_upload_probes_stores_and_enqueues(
     [task] = queued(redis_client)
     assert task["task"] == "vcat.index_video"
     assert task["argsrepr"] == repr([body["id"]])
-    assert client.get(f"/videos/{body['id']}").json()["status"] == "queued"
+    # the 202 body is built without reading the row back: it must be what the row says
+    assert client.get(f"/videos/{body['id']}").json() == body
+    from service import audit
+    from service.models import AuditEntry
+
+    audit.flush()
+    [entry] = db.scalars(select(AuditEntry)).all()
+    assert (entry.action, str(entry.video_id)) == ("upload", body["id"])
+    assert entry.detail == {"source": "upload", "url": None, "size": path.stat().st_size}
     # identical bytes again: the same video, nothing new queued
     again = upload(client, path)
     assert again.status_code == 200 and again.json()["id"] == body["id"]

@@ -191,8 +191,14 @@ def test_reindex_to_fewer_clips_leaves_no_old_thumbnails(
     run_task(vid, stride=0.5)
     db.execute(text("UPDATE videos SET status = 'queued' WHERE id = :v"), {"v": vid})
     db.commit()
+    # what an earlier version left: a folder per attempt
+    legacy = media_root / "thumbs" / str(vid) / "a1"
+    legacy.mkdir()
+    (legacy / "000000.jpg").write_bytes(b"old")
     assert run_task(vid, stride=3.0)["outcome"] == "done"
     assert len(thumbs(media_root, vid)) == len(stored_thumbs(db, vid)) == 3  # stride 0.5: 12
+    assert not legacy.exists()
+    assert all(p.startswith(f"thumbs/{vid}/a2-") for p in stored_thumbs(db, vid))
 
 
 def test_a_store_that_cannot_succeed_fails_at_once_and_cleans_up(
