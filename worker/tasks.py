@@ -8,6 +8,7 @@ process, never in a parent that forks).
 from __future__ import annotations
 
 import logging
+import secrets
 import shutil
 import threading
 import time
@@ -98,16 +99,17 @@ def _time_limit(duration: float | None) -> float:
     return s.job_time_base_seconds + s.job_time_per_video_second * (duration or 0.0)
 
 
-def _attempt_prefix(attempt: int) -> str:
-    """Each attempt names its thumbnails after itself: a stale attempt, or one that fails, can
-    never overwrite or delete the thumbnails of the index that is stored. They share the video's
-    one folder: a folder per attempt cost as much CPU as a thumbnail (file creation is the
-    expensive part of writing them)."""
-    return f"a{attempt}-"
+def _run_prefix(attempt: int) -> str:
+    """The name prefix of one run's thumbnails: the attempt number and a random token. A stale
+    run, or one that fails, can never overwrite or delete the thumbnails of the index that is
+    stored, even when it has the stored index's attempt number (a reindex counts attempts from
+    zero again). All runs share the video's one folder: a folder per run cost as much CPU as a
+    thumbnail (creating files is the expensive part of writing them)."""
+    return f"a{attempt}-{secrets.token_hex(4)}-"
 
 
 def _write_thumbnails(
-    video_id: uuid.UUID, attempt: int, thumbs: list[bytes | None]
+    video_id: uuid.UUID, prefix: str, thumbs: list[bytes | None]
 ) -> list[str | None]:
     folder = thumbs_dir(video_id)
     folder.mkdir(parents=True, exist_ok=True)
@@ -117,7 +119,7 @@ def _write_thumbnails(
         if jpeg is None:
             paths.append(None)
             continue
-        name = f"{_attempt_prefix(attempt)}{i:06d}.jpg"
+        name = f"{prefix}{i:06d}.jpg"
         (folder / name).write_bytes(jpeg)
         paths.append(str(relative / name))
     return paths
@@ -177,17 +179,16 @@ def index_video(
         return {"video": video_id, "outcome": "failed", "error": error}
 
 
-def _remove_thumbnails(video_id: uuid.UUID, attempt: int) -> None:
-    """This attempt's thumbnails, when its index was not stored."""
+def _remove_thumbnails(video_id: uuid.UUID, prefix: str) -> None:
+    """This run's thumbnails, when its index was not stored."""
     with suppress(OSError):
-        for entry in thumbs_dir(video_id).glob(f"{_attempt_prefix(attempt)}*"):
+        for entry in thumbs_dir(video_id).glob(f"{prefix}*"):
             entry.unlink(missing_ok=True)
 
 
-def _prune_thumbnails(video_id: uuid.UUID, attempt: int) -> None:
-    """Once attempt ``attempt``'s index is stored: drop every earlier index's thumbnails
+def _prune_thumbnails(video_id: uuid.UUID, keep: str) -> None:
+    """Once the run named ``keep`` has stored its index: drop every other run's thumbnails
     (including the folder per attempt that earlier versions wrote)."""
-    keep = _attempt_prefix(attempt)
     with suppress(OSError):
         for entry in thumbs_dir(video_id).iterdir():
             if entry.is_dir():
@@ -233,21 +234,20 @@ def _run(
             if not request.future.done():
                 withdrawn.set()  # whatever ended the wait (timeout, database error): stop it
         stored = False
+        prefix = _run_prefix(claim.attempt)
         try:
-            thumbs = _write_thumbnails(
-                claim.video_id, claim.attempt, [c.thumbnail for c in result.clips]
-            )
+            thumbs = _write_thumbnails(claim.video_id, prefix, [c.thumbnail for c in result.clips])
             clips = [(c.start, c.end, c.top, t) for c, t in zip(result.clips, thumbs, strict=True)]
             stored = jobs.store(session, claim, engine.meta, clips)
         finally:
             if not stored:  # this attempt's thumbnails belong to no stored index
-                _remove_thumbnails(claim.video_id, claim.attempt)
+                _remove_thumbnails(claim.video_id, prefix)
         if not stored:
             raise JobCancelled(f"video {claim.video_id} was withdrawn before its index was stored")
         # The index is stored: what follows must not fail the job (whose error path would
         # remove this attempt's thumbnails, now the stored ones).
         try:
-            _prune_thumbnails(claim.video_id, claim.attempt)
+            _prune_thumbnails(claim.video_id, prefix)
             if settings.delete_source_after_index:
                 jobs.drop_source(session, claim)
         except Exception:

@@ -269,3 +269,33 @@ def test_a_cleanup_error_after_the_store_keeps_the_stored_thumbnails(
     assert run_task(vid)["outcome"] == "done"
     stored = stored_thumbs(db, vid)
     assert stored and all((media_root / p).is_file() for p in stored)
+
+
+def test_a_reindex_that_fails_keeps_the_stored_thumbnails_and_one_that_succeeds_replaces_them(
+    db: Session, media_root: Path, engines: dict[str, IndexEngine], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from service.index_writer import IndexDataError
+    from worker import jobs
+
+    engines["fake"] = make_engine()
+    vid = make_row(db, media_root, 6)
+    assert run_task(vid, stride=0.5)["outcome"] == "done"
+    first = stored_thumbs(db, vid)
+
+    def reindex() -> None:  # what POST /videos/{id}/reindex does: attempts count from zero
+        db.execute(text("UPDATE videos SET status = 'queued', attempts = 0 WHERE id = :v"),
+                   {"v": vid})  # fmt: skip
+        db.commit()
+
+    reindex()
+    with monkeypatch.context() as patch:
+        patch.setattr(jobs, "store", lambda *a: (_ for _ in ()).throw(IndexDataError("boom")))
+        assert run_task(vid, stride=3.0)["outcome"] == "failed"
+    assert stored_thumbs(db, vid) == first  # the attempt with the same number wrote elsewhere
+    assert all((media_root / p).is_file() for p in first)
+    assert len(thumbs(media_root, vid)) == len(first)
+    reindex()
+    assert run_task(vid, stride=3.0)["outcome"] == "done"
+    stored = stored_thumbs(db, vid)
+    assert len(stored) == 3 and all((media_root / p).is_file() for p in stored)
+    assert len(thumbs(media_root, vid)) == 3  # the first index's 12 are gone
