@@ -6,6 +6,7 @@ import asyncio
 import hashlib
 import json
 import uuid
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path as FilePath
 from typing import Annotated, Any, Literal, cast
@@ -172,32 +173,32 @@ def _enqueue(video: Video) -> None:
         ) from None
 
 
-def _register(
-    principal: Principal,
-    tmp: FilePath,
-    *,
-    source: Literal["upload", "url"],
-    sha256: str,
-    size: int,
-    filename: str | None,
-    source_url: str | None,
-    options: IndexOptions,
-    idem_key: str | None,
-    request_hash: str,
-    client_request: Request,
-) -> tuple[VideoOut, bool]:
+@dataclass(frozen=True)
+class _Received:
+    """A file received (uploaded or fetched) at ``tmp``, and the request that brought it."""
+
+    principal: Principal
+    tmp: FilePath
+    source: Literal["upload", "url"]
+    sha256: str
+    size: int
+    filename: str | None
+    source_url: str | None
+    options: IndexOptions
+    idem_key: str | None
+    request_hash: str
+    request: Request
+
+
+def _register(got: _Received) -> tuple[VideoOut, bool]:
     """Probe the received file and create the video (or find the existing one). Runs in a worker
     thread with its own session: all of an upload's database work costs one thread hop."""
     try:
         with get_sessionmaker()() as session:
-            video, created = _register_in(
-                session, principal, tmp, source=source, sha256=sha256, size=size,
-                filename=filename, source_url=source_url, options=options, idem_key=idem_key,
-                request_hash=request_hash, client_request=client_request,
-            )  # fmt: skip
+            video, created = _register_in(session, got)
             return video_out(video), created
     finally:
-        tmp.unlink(missing_ok=True)
+        got.tmp.unlink(missing_ok=True)
 
 
 # The new row in one statement, psycopg's own: the ORM's unit of work around it cost more of the
@@ -209,29 +210,16 @@ _INSERT_VIDEO = f"""
 """
 
 
-def _register_in(
-    session: Session,
-    principal: Principal,
-    tmp: FilePath,
-    *,
-    source: Literal["upload", "url"],
-    sha256: str,
-    size: int,
-    filename: str | None,
-    source_url: str | None,
-    options: IndexOptions,
-    idem_key: str | None,
-    request_hash: str,
-    client_request: Request,
-) -> tuple[Video, bool]:
+def _register_in(session: Session, got: _Received) -> tuple[Video, bool]:
+    principal, idem_key, request_hash = got.principal, got.idem_key, got.request_hash
     replay = _idempotent(session, principal, idem_key, request_hash)
     if replay is not None:
         return replay, False
-    existing = _by_sha256(session, sha256)
+    existing = _by_sha256(session, got.sha256)
     if existing is not None and existing.status != "deleted":
-        return _reuse(session, principal, existing, tmp, idem_key, request_hash), False
+        return _reuse(session, principal, existing, got.tmp, idem_key, request_hash), False
     try:
-        info = probe_video(tmp)
+        info = probe_video(got.tmp)
     except VideoError as exc:
         status = 415 if exc.reason in NOT_A_VIDEO else 422
         detail = str(exc).split(": ", 1)[-1]
@@ -239,32 +227,33 @@ def _register_in(
     video_id = uuid.uuid4()
     name = storage.media_name(video_id, info.container)
     row: dict[str, Any] = {
-        "id": video_id, "source": source, "source_url": source_url, "original_name": filename,
-        "sha256": sha256, "size": size, "media_file": name, "container": info.container,
-        "codec": info.codec, "duration": info.duration, "fps": info.fps, "width": info.width,
-        "height": info.height, "rotation": info.rotation, "status": "queued", "progress": 0.0,
-        "attempts": 0, "model_name": options.model, "options": Jsonb(_index_options(options)),
+        "id": video_id, "source": got.source, "source_url": got.source_url,
+        "original_name": got.filename, "sha256": got.sha256, "size": got.size,
+        "media_file": name, "container": info.container, "codec": info.codec,
+        "duration": info.duration, "fps": info.fps, "width": info.width, "height": info.height,
+        "rotation": info.rotation, "status": "queued", "progress": 0.0, "attempts": 0,
+        "model_name": got.options.model, "options": Jsonb(_index_options(got.options)),
     }  # fmt: skip
     try:
         with driver_cursor(session) as cursor:
             stamps = cast(tuple[datetime, datetime], cursor.execute(_INSERT_VIDEO, row).fetchone())
         _remember(session, principal, idem_key, request_hash, video_id)
-        tmp.rename(storage.media_root() / name)
+        got.tmp.rename(storage.media_root() / name)
         audit.record(
             session,
             principal,
             "upload",
             video_id=video_id,
             commit=False,
-            detail={"source": source, "url": source_url, "size": size},
-            request=client_request,
+            detail={"source": got.source, "url": got.source_url, "size": got.size},
+            request=got.request,
         )
         session.commit()
     except (IntegrityError, psycopg.IntegrityError):  # a concurrent identical upload or key won
         session.rollback()
         (storage.media_root() / name).unlink(missing_ok=True)
         again = _idempotent(session, principal, idem_key, request_hash) or _by_sha256(
-            session, sha256
+            session, got.sha256
         )
         if again is None:
             raise
@@ -378,20 +367,11 @@ async def create_video(
         request_hash = _request_hash(
             "upload", {"sha256": upload.sha256, **options.model_dump(mode="json")}
         )
-        video, created = await run_in_threadpool(
-            _register,
-            principal,
-            tmp,
-            source="upload",
-            sha256=upload.sha256,
-            size=upload.size,
-            filename=upload.filename,
-            source_url=None,
-            options=options,
-            idem_key=idempotency_key,
-            request_hash=request_hash,
-            client_request=request,
-        )
+        got = _Received(
+            principal, tmp, "upload", upload.sha256, upload.size, upload.filename, None,
+            options, idempotency_key, request_hash, request,
+        )  # fmt: skip
+        video, created = await run_in_threadpool(_register, got)
     elif media_type == "application/json":
         body = bytearray()
         async for chunk in request.stream():
@@ -422,20 +402,11 @@ async def create_video(
             )
         except UrlRejected as exc:
             raise Problem(exc.status, f"url: {exc}") from None
-        video, created = await run_in_threadpool(
-            _register,
-            principal,
-            tmp,
-            source="url",
-            sha256=fetched.sha256,
-            size=fetched.size,
-            filename=fetched.filename,
-            source_url=url,
-            options=options,
-            idem_key=idempotency_key,
-            request_hash=request_hash,
-            client_request=request,
-        )
+        got = _Received(
+            principal, tmp, "url", fetched.sha256, fetched.size, fetched.filename, url,
+            options, idempotency_key, request_hash, request,
+        )  # fmt: skip
+        video, created = await run_in_threadpool(_register, got)
     else:
         raise Problem(415, "send multipart/form-data with a `file` part, or JSON with a `url`")
     return _video_response(video, created=created)
