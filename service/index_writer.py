@@ -147,10 +147,10 @@ class ClaimLost(Exception):
 # hundred microseconds of SQL, and SQLAlchemy's ORM and Core layers cost several times that in
 # the worker's CPU (`bench/bench_service.py`, many short videos).
 
-# Marks the video done and clears its derived rows, in one statement. Marking it done locks the
-# row (a concurrent delete waits for this transaction) and proves that the video, the claim
-# (``attempt``) and the model (registered with exactly these labels) all hold. No row back: one
-# of them does not, and ``_store_head`` finds out which.
+# Marks the video done. That locks the row (a concurrent delete or store waits for this
+# transaction) and proves that the video, the claim (``attempt``) and the model (registered with
+# exactly these labels) all hold. No row back: one of them does not, and ``_store_head`` finds
+# out which.
 _HEAD_SQL = """
     WITH m AS (
         SELECT id FROM models
@@ -163,11 +163,16 @@ _HEAD_SQL = """
         FROM m
         WHERE v.id = %(video)s AND (CAST(%(attempt)s AS integer) IS NULL
               OR (v.status = 'processing' AND v.attempts = CAST(%(attempt)s AS integer)))
-        RETURNING v.id, m.id AS model_id
-    ), c AS (DELETE FROM clips WHERE video_id IN (SELECT id FROM done)),
-       a AS (DELETE FROM video_actions WHERE video_id IN (SELECT id FROM done)),
-       s AS (DELETE FROM segments WHERE video_id IN (SELECT id FROM done))
+        RETURNING m.id AS model_id
+    )
     SELECT model_id FROM done
+"""
+# The video's earlier rows (clip scores go with their clips). A statement of its own, after the
+# head: one that waited there for another store's lock sees that store's rows here.
+_CLEAR_SQL = """
+    WITH c AS (DELETE FROM clips WHERE video_id = %(video)s),
+         a AS (DELETE FROM video_actions WHERE video_id = %(video)s)
+    DELETE FROM segments WHERE video_id = %(video)s
 """
 # Clips and their scores in one statement (the scores' foreign key to their clip is checked at
 # its end); a score names its action by the label's index in the model.
@@ -216,20 +221,35 @@ def replace_video_index(
     else raise ClaimLost (nothing written).
     """
     vid = uuid.UUID(str(video_id))
+    try:
+        rows = _clip_arrays(model, clips)
+        with driver_cursor(session) as cursor:
+            model_id = _store_head(session, cursor, vid, model, attempt)
+            cursor.execute(_CLEAR_SQL, {"video": vid})
+            cursor.execute(_ROWS_SQL, {"video": vid, "model_id": model_id, **rows})
+            threshold = get_settings().default_min_score
+            cursor.execute(_DERIVED_SQL, {"video": vid, "threshold": threshold})
+    except BaseException:
+        session.rollback()
+        raise
+    session.commit()
+    session.expire_all()  # a Video the caller loaded is reloaded on its next access
+    return len(rows["starts"])
+
+
+def _clip_arrays(model: ModelLike, clips: Iterable[ClipResult]) -> dict[str, list[Any]]:
+    """_ROWS_SQL's parameters: one array per column; IndexDataError for results that cannot
+    be stored."""
     label_index = {label: i for i, label in enumerate(model.labels)}
-    starts: list[float] = []
-    ends: list[float] = []
-    thumbs: list[str | None] = []
-    score_clip: list[int] = []
-    score_label: list[int] = []
-    score_rank: list[int] = []
-    score_value: list[float] = []
+    rows: dict[str, list[Any]] = {
+        k: [] for k in ("starts", "ends", "thumbs", "clip", "label", "rank", "score")
+    }
     for idx, (start, end, scores, thumbnail) in enumerate(clips):
         if not end > start >= 0:
             raise IndexDataError(f"clip {idx}: need 0 <= start < end, got {start}, {end}")
-        starts.append(float(start))
-        ends.append(float(end))
-        thumbs.append(thumbnail)
+        rows["starts"].append(float(start))
+        rows["ends"].append(float(end))
+        rows["thumbs"].append(thumbnail)
         seen: set[int] = set()
         for rank, (label, score) in enumerate(scores, start=1):
             if label not in label_index:
@@ -240,26 +260,10 @@ def replace_video_index(
             if i in seen:
                 continue
             seen.add(i)
-            score_clip.append(idx)
-            score_label.append(i)
-            score_rank.append(rank)
-            score_value.append(float(score))
-    try:
-        with driver_cursor(session) as cursor:
-            model_id = _store_head(session, cursor, vid, model, attempt)
-            cursor.execute(
-                _ROWS_SQL,
-                {"video": vid, "model_id": model_id, "starts": starts, "ends": ends,
-                 "thumbs": thumbs, "clip": score_clip, "label": score_label,
-                 "rank": score_rank, "score": score_value},
-            )  # fmt: skip
-            threshold = get_settings().default_min_score
-            cursor.execute(_DERIVED_SQL, {"video": vid, "threshold": threshold})
-    except BaseException:
-        session.rollback()
-        raise
-    session.commit()
-    return len(starts)
+            for key, value in (("clip", idx), ("label", i), ("rank", rank), ("score", score)):
+                rows[key].append(value)
+    rows["score"] = [float(v) for v in rows["score"]]
+    return rows
 
 
 def _store_head(

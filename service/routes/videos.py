@@ -173,7 +173,7 @@ def _enqueue(video: Video) -> None:
         ) from None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class _Received:
     """A file received (uploaded or fetched) at ``tmp``, and the request that brought it."""
 
@@ -368,8 +368,9 @@ async def create_video(
             "upload", {"sha256": upload.sha256, **options.model_dump(mode="json")}
         )
         got = _Received(
-            principal, tmp, "upload", upload.sha256, upload.size, upload.filename, None,
-            options, idempotency_key, request_hash, request,
+            principal=principal, tmp=tmp, source="upload", sha256=upload.sha256,
+            size=upload.size, filename=upload.filename, source_url=None, options=options,
+            idem_key=idempotency_key, request_hash=request_hash, request=request,
         )  # fmt: skip
         video, created = await run_in_threadpool(_register, got)
     elif media_type == "application/json":
@@ -403,8 +404,9 @@ async def create_video(
         except UrlRejected as exc:
             raise Problem(exc.status, f"url: {exc}") from None
         got = _Received(
-            principal, tmp, "url", fetched.sha256, fetched.size, fetched.filename, url,
-            options, idempotency_key, request_hash, request,
+            principal=principal, tmp=tmp, source="url", sha256=fetched.sha256,
+            size=fetched.size, filename=fetched.filename, source_url=url, options=options,
+            idem_key=idempotency_key, request_hash=request_hash, request=request,
         )  # fmt: skip
         video, created = await run_in_threadpool(_register, got)
     else:

@@ -146,3 +146,16 @@ def test_an_empty_result_clears_the_index(db: Session, seed_video: SeedVideo) ->
         assert count == 0, table
     video = db.get(Video, vid)
     assert video is not None and video.status == "done"
+
+
+def test_a_video_the_caller_loaded_shows_the_stored_state(
+    db: Session, seed_video: SeedVideo
+) -> None:
+    vid = seed_video([[("dancing", 0.9)]])
+    db.execute(text("UPDATE videos SET status = 'processing', attempts = 1 WHERE id = :v"),
+               {"v": vid})  # fmt: skip
+    db.commit()
+    video = db.get(Video, vid)
+    assert video is not None and video.status == "processing"
+    replace_video_index(db, vid, FakeModel(), [(0.0, 1.0, [("idle", 0.7)], None)], attempt=1)
+    assert video.status == "done" and video.progress == 1.0 and video.indexed_at is not None
