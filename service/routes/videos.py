@@ -367,12 +367,8 @@ async def create_video(
         request_hash = _request_hash(
             "upload", {"sha256": upload.sha256, **options.model_dump(mode="json")}
         )
-        got = _Received(
-            principal=principal, tmp=tmp, source="upload", sha256=upload.sha256,
-            size=upload.size, filename=upload.filename, source_url=None, options=options,
-            idem_key=idempotency_key, request_hash=request_hash, request=request,
-        )  # fmt: skip
-        video, created = await run_in_threadpool(_register, got)
+        source: Literal["upload", "url"] = "upload"
+        sha256, size, filename, url = upload.sha256, upload.size, upload.filename, None
     elif media_type == "application/json":
         body = bytearray()
         async for chunk in request.stream():
@@ -386,7 +382,7 @@ async def create_video(
         if not settings.url_ingest_enabled:
             raise Problem(403, "URL ingest is switched off on this server")
         options = IndexOptions.model_validate(ingest.model_dump(exclude={"url"}))
-        url = str(ingest.url)
+        source, url = "url", str(ingest.url)
         request_hash = _request_hash("url", ingest.model_dump(mode="json"))
         replay = await run_in_threadpool(_replay, principal, idempotency_key, request_hash)
         if replay is not None:
@@ -403,14 +399,15 @@ async def create_video(
             )
         except UrlRejected as exc:
             raise Problem(exc.status, f"url: {exc}") from None
-        got = _Received(
-            principal=principal, tmp=tmp, source="url", sha256=fetched.sha256,
-            size=fetched.size, filename=fetched.filename, source_url=url, options=options,
-            idem_key=idempotency_key, request_hash=request_hash, request=request,
-        )  # fmt: skip
-        video, created = await run_in_threadpool(_register, got)
+        sha256, size, filename = fetched.sha256, fetched.size, fetched.filename
     else:
         raise Problem(415, "send multipart/form-data with a `file` part, or JSON with a `url`")
+    got = _Received(
+        principal=principal, tmp=tmp, source=source, sha256=sha256, size=size,
+        filename=filename, source_url=url, options=options, idem_key=idempotency_key,
+        request_hash=request_hash, request=request,
+    )  # fmt: skip
+    video, created = await run_in_threadpool(_register, got)
     return _video_response(video, created=created)
 
 
