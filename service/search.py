@@ -15,6 +15,7 @@ import json
 import struct
 import time
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal
@@ -274,11 +275,16 @@ async def find_segments(
     return segments, next_cursor
 
 
-def _values(rows: list[str]) -> str:
-    """A VALUES list of query parameters, where an array would do: Postgres then estimates the
-    same row count for a prepared statement's generic plan as for a custom one, and keeps the
-    generic plan instead of planning every search anew (that was half a search's time)."""
-    return "(VALUES " + ", ".join(f"({row})" for row in rows) + ")"
+def _values(params: dict[str, Any], rows: Sequence[tuple[int, ...]]) -> str:
+    """``rows`` as a VALUES list of integer query parameters (added to ``params``), where an
+    array would do: Postgres then estimates the same row count for a prepared statement's
+    generic plan as for a custom one, and keeps the generic plan instead of planning every
+    search anew (that was half a search's time)."""
+    cells = []
+    for i, row in enumerate(rows):
+        params.update({f"v{i}_{j}": value for j, value in enumerate(row)})
+        cells.append(", ".join(f"CAST(%(v{i}_{j})s AS int)" for j in range(len(row))))
+    return "(VALUES " + ", ".join(f"({c})" for c in cells) + ")"
 
 
 _CREATED = """to_char({col} AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"')"""
@@ -293,9 +299,7 @@ def _stored_sql(
     t_to: float | None,
     has_cursor: bool,
 ) -> str:
-    actions = sorted({a for g in groups for a in g})
-    params.update({f"a{i}": a for i, a in enumerate(actions)})
-    source = _values([f"CAST(%(a{i})s AS int)" for i in range(len(actions))])
+    source = _values(params, [(a,) for a in sorted({a for g in groups for a in g})])
     where = ""
     if video_id is not None:
         where += " AND s.video_id = %(video_id)s"
@@ -352,9 +356,8 @@ def _live_sql(
                      AND cs.score >= CAST(%(min_score)s AS real) {video_filter}"""
     else:
         pairs = [(a, g) for g, ids in enumerate(groups) for a in ids]
-        params.update({f"a{i}": a for i, (a, _) in enumerate(pairs)})
         params["n_groups"] = len(groups)
-        source = _values([f"CAST(%(a{i})s AS int), {g}" for i, (_, g) in enumerate(pairs)])
+        source = _values(params, pairs)
         hits = f"""SELECT video_id, 0 AS key, clip_idx, min(best) AS score FROM (
                      SELECT cs.video_id, cs.clip_idx, g.grp, max(cs.score) AS best
                      FROM clip_scores cs
