@@ -7,7 +7,7 @@ import threading
 import time
 import uuid
 from datetime import UTC, datetime
-from typing import Any, cast
+from typing import Any
 
 import psycopg
 from fastapi import Request
@@ -81,20 +81,22 @@ class _Pending:
 def _copy(rows: list[dict[str, Any]]) -> None:
     # COPY rather than INSERT: a fraction of the CPU, both here (this thread shares the GIL
     # with the searches it records) and in Postgres.
-    with get_engine().begin() as conn:
-        driver = cast(psycopg.Connection[Any], conn.connection.driver_connection)
-        cursor = driver.cursor()
+    with get_engine().begin() as conn, driver_cursor(conn) as cursor:
         cursor.execute("SET LOCAL synchronous_commit TO OFF")
         with cursor.copy(_COPY) as copy:
             for r in rows:
-                copy.write_row([r[c] if c != "detail" else Jsonb(r[c]) for c in _COLUMNS])
+                copy.write_row(_values(r))
+
+
+def _values(row: dict[str, Any]) -> list[Any]:
+    """An entry as psycopg writes it: in _COLUMNS order, ``detail`` as JSONB."""
+    return [Jsonb(row[c]) if c == "detail" else row[c] for c in _COLUMNS]
 
 
 _COLUMNS = ("at", "key_id", "action", "video_id", "detail", "client")
 _COPY = f"COPY audit_log ({', '.join(_COLUMNS)}) FROM STDIN"
 _INSERT = (
-    f"INSERT INTO audit_log ({', '.join(_COLUMNS)}) "
-    f"VALUES ({', '.join(f'%({c})s' for c in _COLUMNS)})"
+    f"INSERT INTO audit_log ({', '.join(_COLUMNS)}) VALUES ({', '.join('%s' for _ in _COLUMNS)})"
 )
 _pending = _Pending()
 
@@ -137,7 +139,7 @@ def record(
     # psycopg's own INSERT, in the session's transaction: an ORM add costs several times as much
     # CPU, and every upload writes one of these.
     with driver_cursor(session) as cursor:
-        cursor.execute(_INSERT, {**row, "detail": Jsonb(row["detail"])})
+        cursor.execute(_INSERT, _values(row))
     if commit:
         session.commit()
 

@@ -7,7 +7,7 @@ from functools import lru_cache
 from typing import Any, cast
 
 import psycopg
-from sqlalchemy import Engine, create_engine
+from sqlalchemy import Connection, Engine, create_engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from vcat.settings import get_settings
@@ -55,11 +55,12 @@ def get_session() -> Iterator[Session]:
         yield session
 
 
-def driver_cursor(session: Session) -> psycopg.Cursor[Any]:
-    """A psycopg cursor on the session's connection, inside its transaction. For the hot paths
-    (a job's claim and store, an upload's insert): there SQLAlchemy's statement and result layers
-    cost more CPU than the statements themselves."""
-    return cast(psycopg.Connection[Any], session.connection().connection.dbapi_connection).cursor()
+def driver_cursor(db: Session | Connection) -> psycopg.Cursor[Any]:
+    """A psycopg cursor on the session's (or connection's) connection, inside its transaction.
+    For the hot paths (a job's claim and store, an upload's insert, audit batches): there
+    SQLAlchemy's statement and result layers cost more CPU than the statements themselves."""
+    conn = db.connection() if isinstance(db, Session) else db
+    return cast(psycopg.Connection[Any], conn.connection.dbapi_connection).cursor()
 
 
 def reset() -> None:
