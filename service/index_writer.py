@@ -260,9 +260,10 @@ def _clip_arrays(model: ModelLike, clips: Iterable[ClipResult]) -> dict[str, lis
             if i in seen:
                 continue
             seen.add(i)
-            for key, value in (("clip", idx), ("label", i), ("rank", rank), ("score", score)):
-                rows[key].append(value)
-    rows["score"] = [float(v) for v in rows["score"]]
+            rows["clip"].append(idx)
+            rows["label"].append(i)
+            rows["rank"].append(rank)
+            rows["score"].append(float(score))
     return rows
 
 
