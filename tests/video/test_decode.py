@@ -2,6 +2,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -9,6 +10,7 @@ import pytest
 from tests import videos
 from worker.video.decode import (
     DecodeStats,
+    ScannedVideo,
     iter_clips,
     plan_geometry,
     probe_and_scan,
@@ -278,3 +280,42 @@ def test_a_window_starting_while_the_last_frame_shows_is_kept(cfr_video: Path) -
     clips = list(iter_clips(cfr_video, windows, (64, 48), timeline.origin, stats))
     assert [c.window.index for c in clips] == [w.index for w in windows]
     assert stats.warnings == []
+
+
+REWIND_CASES = [  # (file, make, whether the decode must open the file again)
+    ("b.mp4", dict(width=96, height=64, duration=3.0, bframes=3, gop=20), False),
+    ("vfr.mp4", dict(width=64, height=48, duration=2.0, vfr=True), False),
+    ("rot.mp4", dict(width=48, height=80, duration=1.2, rotation=90), False),
+    ("av.mkv", dict(width=64, height=48, duration=1.2, audio=True), False),
+    ("v.webm", dict(width=64, height=48, duration=1.2, codec="vp9"), False),
+    ("raw.h264", dict(width=64, height=48, duration=1.2, container="h264"), True),  # no pts
+    ("big.mp4", dict(width=800, height=600, duration=0.4), True),  # threaded decoder wanted
+]
+
+
+@pytest.mark.parametrize(
+    ("name", "make", "reopens"), REWIND_CASES, ids=[c[0] for c in REWIND_CASES]
+)
+def test_one_open_gives_the_clips_of_a_fresh_decode(
+    tmp_path: Path, name: str, make: dict[str, Any], reopens: bool
+) -> None:
+    # The pipeline's ScannedVideo decodes on the container its probe and scan read to the end,
+    # rewound; it must sample exactly what a fresh open does, and open again where a rewind
+    # cannot be proved exact.
+    path = videos.make_video(tmp_path / name, **make)
+    with ScannedVideo(path) as video:
+        timeline = video.timeline
+        windows = plan_windows(timeline.duration, 0.5, 0.4, 4)
+        stats = DecodeStats()
+        rewound = list(video.clips(windows, (48, 48), stats))
+        assert video.reopened == reopens
+    fresh_stats = DecodeStats()
+    fresh = list(
+        iter_clips(path, windows, (48, 48), timeline.origin, fresh_stats, frame_pts=timeline.pts)
+    )
+    assert len(rewound) == len(fresh) == len(windows)
+    for a, b in zip(rewound, fresh, strict=True):
+        assert a.window == b.window and a.frame_times == b.frame_times and a.end == b.end
+        assert np.array_equal(a.frames, b.frames)
+    assert stats == fresh_stats
+    assert (video.info, timeline) == (probe_video(path), scan_timeline(path))

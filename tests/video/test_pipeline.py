@@ -148,16 +148,16 @@ def test_jpeg_encoder_reuse_gives_each_image_its_own_bytes() -> None:
 def test_a_bug_on_one_file_fails_that_file_only(
     cfr_video: Path, vfr_video: Path, meta: ModelMeta, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from worker.video import pipeline
+    from worker.video.decode import ScannedVideo
 
-    real = pipeline.iter_clips
+    real = ScannedVideo.clips
 
-    def trips_on_vfr(path: str, *args: object, **kwargs: object) -> object:
-        if str(path) == str(vfr_video):
+    def trips_on_vfr(video: ScannedVideo, *args: object, **kwargs: object) -> object:
+        if str(video.path) == str(vfr_video):
             raise TypeError("a bug")
-        return real(path, *args, **kwargs)  # type: ignore[arg-type]
+        return real(video, *args, **kwargs)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(pipeline, "iter_clips", trips_on_vfr)
+    monkeypatch.setattr(ScannedVideo, "clips", trips_on_vfr)
     results = list(index_videos([vfr_video, cfr_video], position_logits, meta))
     (error,) = [r for r in results if isinstance(r, VideoError)]
     assert error.reason == "unreadable" and "TypeError: a bug" in str(error)

@@ -30,7 +30,7 @@ import torch
 
 from worker.tsm.meta import ModelMeta
 from worker.video.batching import Batcher
-from worker.video.decode import ClipFrames, DecodeStats, Timeline, iter_clips, probe_and_scan
+from worker.video.decode import ClipFrames, DecodeStats, ScannedVideo, Timeline
 from worker.video.errors import VideoError
 from worker.video.probe import VideoInfo
 from worker.video.sampling import plan_windows
@@ -138,26 +138,24 @@ def _clip_source(
 def _clips(
     job: _Job, meta: ModelMeta, window: float, stride: float, thumbnails: bool
 ) -> Iterator[_Clip]:
-    job.info, job.timeline = probe_and_scan(job.path)
-    timeline = job.timeline
-    declared = job.info.duration
-    if timeline.read_error or (
-        declared is not None and declared > timeline.duration + TRUNCATION_SLACK
-    ):
-        job.warnings.append(
-            f"file looks truncated: header says {declared or 0:.2f}s, "
-            f"data ends at {timeline.duration:.2f}s; indexed what is there"
-        )
-    try:
-        windows = plan_windows(timeline.duration, window, stride, meta.num_segments)
-    except ValueError as exc:
-        raise VideoError(job.path, "bad_options", str(exc)) from None
-    sizes = (meta.resize_short, meta.input_size)
-    for clip in iter_clips(
-        job.path, windows, sizes, timeline.origin, job.stats, frame_pts=timeline.pts
-    ):
-        thumb = encode_jpeg(clip.frames[len(clip.frames) // 2]) if thumbnails else None
-        yield _Clip(clip, thumb)
+    with ScannedVideo(job.path) as video:
+        job.info, job.timeline = video.info, video.timeline
+        timeline = job.timeline
+        declared = job.info.duration
+        if timeline.read_error or (
+            declared is not None and declared > timeline.duration + TRUNCATION_SLACK
+        ):
+            job.warnings.append(
+                f"file looks truncated: header says {declared or 0:.2f}s, "
+                f"data ends at {timeline.duration:.2f}s; indexed what is there"
+            )
+        try:
+            windows = plan_windows(timeline.duration, window, stride, meta.num_segments)
+        except ValueError as exc:
+            raise VideoError(job.path, "bad_options", str(exc)) from None
+        for clip in video.clips(windows, (meta.resize_short, meta.input_size), job.stats):
+            thumb = encode_jpeg(clip.frames[len(clip.frames) // 2]) if thumbnails else None
+            yield _Clip(clip, thumb)
 
 
 def _softmax(logits: np.ndarray) -> np.ndarray:
