@@ -6,6 +6,7 @@ import math
 import os
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -331,6 +332,28 @@ def test_worker_child_with_bad_arguments_is_not_restarted(tmp_path: Path) -> Non
     )
     assert res.returncode == 2, res.stdout + res.stderr
     assert "restarting" not in res.stdout
+
+
+@pytest.mark.parametrize(("ran_for", "delay"), [(5.0, 30), (120.0, 1)])
+def test_worker_backoff_starts_over_after_a_healthy_run(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, ran_for: float, delay: int
+) -> None:
+    # A child that crashed often (4 restarts so far) waits the longest backoff while it keeps
+    # crashing; one that then ran for minutes before its next crash starts at the first.
+    from vcat import supervisor
+    from vcat.settings import Settings
+
+    logs: list[str] = []
+    stack = supervisor.Stack(Settings(data_dir=tmp_path), log=logs.append)
+    stack.spawn("worker", [sys.executable, "-c", "raise SystemExit(3)"], restart=True)
+    child = stack.children[0]
+    assert child.proc is not None and child.proc.wait(timeout=60) == 3
+    child.restarts, now = 4, time.monotonic()
+    child.started_at = now - ran_for
+    monkeypatch.setattr(supervisor.time, "monotonic", lambda: now)
+    assert stack.poll() is None
+    assert logs == [f"worker exited with status 3; restarting in {delay}s"]
+    assert child.restart_at == now + delay
 
 
 # ----------------------------------------------------------------------------- 8: vcat train

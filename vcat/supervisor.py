@@ -17,6 +17,9 @@ from vcat.embedded import EmbeddedPostgres, EmbeddedRedis
 from vcat.settings import Settings, get_settings
 
 RESTART_BACKOFF = (1.0, 2.0, 5.0, 10.0, 30.0)
+# A child that ran this long before it exited was healthy: its backoff starts over (a worker that
+# crashed a few times last week must not wait 30 s after today's crash).
+STABLE_SECONDS = 60.0
 
 
 @dataclass
@@ -29,6 +32,7 @@ class Child:
     proc: subprocess.Popen[bytes] | None = None
     restarts: int = 0
     restart_at: float | None = None
+    started_at: float = 0.0
 
 
 @dataclass
@@ -90,6 +94,7 @@ class Stack:
             start_new_session=True,
         )
         child.restart_at = None
+        child.started_at = time.monotonic()
 
     def wait(self) -> int:
         """Block until a signal arrives (0) or a child exits on its own (its status, or 1)."""
@@ -100,24 +105,34 @@ class Stack:
         signal.signal(signal.SIGINT, _on_signal)
         signal.signal(signal.SIGTERM, _on_signal)
         while not self._stopping:
-            for child in self.children:
-                assert child.proc is not None
-                code = child.proc.poll()
-                if code is None:
-                    continue
-                if not child.restart or code in child.fatal:
-                    self.log(f"{child.name} exited with status {code}; stopping")
-                    return code or 1
-                now = time.monotonic()
-                if child.restart_at is None:
-                    delay = RESTART_BACKOFF[min(child.restarts, len(RESTART_BACKOFF) - 1)]
-                    child.restart_at = now + delay
-                    self.log(f"{child.name} exited with status {code}; restarting in {delay:.0f}s")
-                elif now >= child.restart_at:
-                    child.restarts += 1
-                    self._start(child)
+            code = self.poll()
+            if code is not None:
+                return code
             time.sleep(0.2)
         return 0
+
+    def poll(self) -> int | None:
+        """Look at the children once: schedule or make the restarts that are due. Returns the
+        status to stop with when a child that must not be restarted exited, else None."""
+        for child in self.children:
+            assert child.proc is not None
+            code = child.proc.poll()
+            if code is None:
+                continue
+            if not child.restart or code in child.fatal:
+                self.log(f"{child.name} exited with status {code}; stopping")
+                return code or 1
+            now = time.monotonic()
+            if child.restart_at is None:
+                if now - child.started_at >= STABLE_SECONDS:
+                    child.restarts = 0
+                delay = RESTART_BACKOFF[min(child.restarts, len(RESTART_BACKOFF) - 1)]
+                child.restart_at = now + delay
+                self.log(f"{child.name} exited with status {code}; restarting in {delay:.0f}s")
+            elif now >= child.restart_at:
+                child.restarts += 1
+                self._start(child)
+        return None
 
     def stop(self) -> None:
         for child in reversed(self.children):
