@@ -139,8 +139,8 @@ def _registered(session: Session, name: str, version: str, labels: Sequence[str]
 
 
 class ClaimLost(Exception):
-    """``replace_video_index(attempt=N)``: the video is no longer in attempt N (deleted, or
-    claimed by another worker); nothing was written."""
+    """``replace_video_index(lease=N)``: the video is no longer held by claim N (deleted, or
+    claimed again); nothing was written."""
 
 
 # Every statement of a store is psycopg's, sent as it is: a 4-second video's whole store is a few
@@ -148,7 +148,7 @@ class ClaimLost(Exception):
 # the worker's CPU (`bench/bench_service.py`, many short videos).
 
 # Marks the video done. That locks the row (a concurrent delete or store waits for this
-# transaction) and proves that the video, the claim (``attempt``) and the model (registered with
+# transaction) and proves that the video, the claim (``lease``) and the model (registered with
 # exactly these labels) all hold. No row back: one of them does not, and ``_store_head`` finds
 # out which.
 _HEAD_SQL = """
@@ -161,8 +161,8 @@ _HEAD_SQL = """
         UPDATE videos v SET status = 'done', progress = 1, error = NULL, model_id = m.id,
                             model_name = %(model)s, indexed_at = now(), updated_at = now()
         FROM m
-        WHERE v.id = %(video)s AND (CAST(%(attempt)s AS integer) IS NULL
-              OR (v.status = 'processing' AND v.attempts = CAST(%(attempt)s AS integer)))
+        WHERE v.id = %(video)s AND (CAST(%(lease)s AS bigint) IS NULL
+              OR (v.status = 'processing' AND v.claims = CAST(%(lease)s AS bigint)))
         RETURNING m.id AS model_id
     )
     SELECT model_id FROM done
@@ -210,21 +210,21 @@ def replace_video_index(
     model: ModelLike,
     clips: Iterable[ClipResult],
     *,
-    attempt: int | None = None,
+    lease: int | None = None,
 ) -> int:
     """Store one video's full result, replacing any earlier one, in one transaction.
 
     Clips are numbered 0, 1, ... in the order given (time order). Marks the video ``done`` with
     progress 1 and the model used. Returns the number of clips. Raises IndexDataError (nothing
     written) for labels the model does not have, scores outside [0, 1] or end <= start.
-    ``attempt``: write only if the video is ``processing`` in that attempt (a worker's claim),
-    else raise ClaimLost (nothing written).
+    ``lease``: write only if the video is ``processing`` under that claim (``videos.claims``,
+    a worker's fencing token), else raise ClaimLost (nothing written).
     """
     vid = uuid.UUID(str(video_id))
     try:
         rows = _clip_arrays(model, clips)
         with driver_cursor(session) as cursor:
-            model_id = _store_head(session, cursor, vid, model, attempt)
+            model_id = _store_head(session, cursor, vid, model, lease)
             cursor.execute(_CLEAR_SQL, {"video": vid})
             cursor.execute(_ROWS_SQL, {"video": vid, "model_id": model_id, **rows})
             threshold = get_settings().default_min_score
@@ -272,11 +272,11 @@ def _store_head(
     cursor: psycopg.Cursor[Any],
     vid: uuid.UUID,
     model: ModelLike,
-    attempt: int | None,
+    lease: int | None,
 ) -> int:
     """Run _HEAD_SQL; the model's id. A model not yet registered is registered (then the head
     runs again); other labels raise IndexDataError; a lost claim raises ClaimLost."""
-    params = {"video": vid, "attempt": attempt, "model": model.name,
+    params = {"video": vid, "lease": lease, "model": model.name,
               "version": model.version, "labels": list(model.labels)}  # fmt: skip
     for registered in (False, True):
         row = cursor.execute(_HEAD_SQL, params).fetchone()
@@ -285,6 +285,6 @@ def _store_head(
         if not registered:
             # The first video of a new model, other labels, or no claim: register (or raise).
             ensure_model(session, model.name, model.version, model.labels)
-    if attempt is not None:
-        raise ClaimLost(f"video {vid} is no longer in attempt {attempt}")
+    if lease is not None:
+        raise ClaimLost(f"video {vid} is no longer held by claim {lease}")
     raise IndexDataError(f"no video {vid}")

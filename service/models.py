@@ -5,6 +5,8 @@ Data model, for the API and the worker that fills it:
 - ``videos``: one uploaded or fetched file. ``status`` is ``queued -> processing -> done|failed``
   (``deleted`` while its files are being removed); ``progress`` 0..1 is set by the worker.
   ``media_file`` is the file name under ``settings.media_path`` (None once the source is removed).
+  ``attempts`` counts the worker claims since the last (re)index request (dead letter);
+  ``claims`` counts every claim and is never reset: the worker's fencing token (lease).
 - ``models``: a recognizer by (name, version); ``actions``: its label vocabulary, ``idx`` being the
   class index in the model's output.
 - ``clips``: the windows a video was cut into, keyed (video_id, idx) with idx 0, 1, 2, ... in time
@@ -86,6 +88,7 @@ class Video(Base):
     progress: Mapped[float] = mapped_column(Float, server_default="0")
     error: Mapped[str | None] = mapped_column(Text)
     attempts: Mapped[int] = mapped_column(Integer, server_default="0")
+    claims: Mapped[int] = mapped_column(BigInteger, server_default="0")
     model_name: Mapped[str | None] = mapped_column(Text)  # requested (None: default model)
     model_id: Mapped[int | None] = mapped_column(ForeignKey("models.id", ondelete="SET NULL"))
     options: Mapped[dict[str, Any]] = mapped_column(JSONB, server_default="{}")

@@ -2,9 +2,11 @@
 
 The row is the source of truth, not the broker. A job is claimed with a conditional update that
 also counts the attempt, so a message delivered twice (redelivery after a lost worker, or the
-reconciler) runs once; the attempt number is a fencing token: a worker that lost its claim can
-no longer write. ``updated_at`` is the heartbeat: a ``processing`` row that stops moving has lost
-its worker, and the reconciler puts it back in the queue.
+reconciler) runs once. The claim's lease (``videos.claims``, counted by every claim and never
+reset) is a fencing token: a worker that lost its claim can no longer write. The attempt number
+is not one: a reindex counts attempts from zero again. ``updated_at`` is the heartbeat: a
+``processing`` row that stops moving has lost its worker, and the reconciler puts it back in
+the queue.
 """
 
 from __future__ import annotations
@@ -28,7 +30,8 @@ WORKER_LOST = "the worker was lost while indexing (crash, kill or out of memory)
 @dataclass(frozen=True)
 class Claim:
     video_id: uuid.UUID
-    attempt: int
+    attempt: int  # counted afresh by a reindex: for the dead letter and the retry's backoff
+    lease: int  # the fencing token: counts every claim of the video, so it never repeats
     media_file: str | None
     duration: float | None
     options: dict[str, Any]
@@ -52,14 +55,14 @@ class GaveUp:
 # lost with its worker) and returns the previous error for the dead-letter message.
 # psycopg's own placeholders: the claim runs on the driver's cursor (``driver_cursor``).
 _CLAIM = """
-    UPDATE videos v SET status = 'processing', attempts = v.attempts + 1, progress = 0,
-                        error = NULL, updated_at = now()
+    UPDATE videos v SET status = 'processing', attempts = v.attempts + 1, claims = v.claims + 1,
+                        progress = 0, error = NULL, updated_at = now()
     FROM (SELECT id, error FROM videos WHERE id = %(id)s FOR UPDATE) AS before
     WHERE v.id = before.id AND (
         v.status = 'queued'
         OR (v.status = 'processing' AND v.updated_at < now() - make_interval(secs => %(stale)s))
     )
-    RETURNING v.attempts, v.media_file, v.duration, v.options, before.error, v.model_name
+    RETURNING v.attempts, v.claims, v.media_file, v.duration, v.options, before.error, v.model_name
 """
 
 
@@ -73,7 +76,7 @@ def claim(
     if row is None:
         session.commit()
         return None
-    attempts, media_file, duration, options, last_error, model_name = row
+    attempts, lease, media_file, duration, options, last_error, model_name = row
     if attempts > max_attempts:
         error = f"gave up after {max_attempts} attempts; last error: {last_error or WORKER_LOST}"
         session.execute(
@@ -84,7 +87,7 @@ def claim(
         session.commit()
         return GaveUp(vid, error)
     session.commit()
-    return Claim(vid, attempts, media_file, duration, dict(options or {}), model_name)
+    return Claim(vid, attempts, lease, media_file, duration, dict(options or {}), model_name)
 
 
 def heartbeat(session: Session, job: Claim, progress: float) -> bool:
@@ -92,9 +95,9 @@ def heartbeat(session: Session, job: Claim, progress: float) -> bool:
     row = session.execute(
         text(
             "UPDATE videos SET progress = :p, updated_at = now() "
-            "WHERE id = :id AND status = 'processing' AND attempts = :a RETURNING 1"
+            "WHERE id = :id AND status = 'processing' AND claims = :lease RETURNING 1"
         ),
-        {"id": job.video_id, "a": job.attempt, "p": max(0.0, min(progress, 0.999))},
+        {"id": job.video_id, "lease": job.lease, "p": max(0.0, min(progress, 0.999))},
     ).one_or_none()
     session.commit()
     return row is not None
@@ -103,7 +106,7 @@ def heartbeat(session: Session, job: Claim, progress: float) -> bool:
 def store(session: Session, job: Claim, model: ModelLike, clips: Sequence[ClipResult]) -> bool:
     """Replace the video's index in one transaction, if the claim still holds (False if not)."""
     try:
-        replace_video_index(session, job.video_id, model, clips, attempt=job.attempt)
+        replace_video_index(session, job.video_id, model, clips, lease=job.lease)
     except ClaimLost:
         return False
     return True
@@ -115,9 +118,9 @@ def fail(session: Session, job: Claim, error: str, *, retry: bool, max_attempts:
     session.execute(
         text(
             "UPDATE videos SET status = :s, error = :e, updated_at = now() "
-            "WHERE id = :id AND status = 'processing' AND attempts = :a"
+            "WHERE id = :id AND status = 'processing' AND claims = :lease"
         ),
-        {"id": job.video_id, "a": job.attempt, "e": error[:2000],
+        {"id": job.video_id, "lease": job.lease, "e": error[:2000],
          "s": "queued" if requeue else "failed"},
     )  # fmt: skip
     session.commit()

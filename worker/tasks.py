@@ -99,13 +99,13 @@ def _time_limit(duration: float | None) -> float:
     return s.job_time_base_seconds + s.job_time_per_video_second * (duration or 0.0)
 
 
-def _run_prefix(attempt: int) -> str:
-    """The name prefix of one run's thumbnails: the attempt number and a random token. A stale
+def _run_prefix(lease: int) -> str:
+    """The name prefix of one run's thumbnails: its claim's lease and a random token. A stale
     run, or one that fails, can never overwrite or delete the thumbnails of the index that is
-    stored, even when it has the stored index's attempt number (a reindex counts attempts from
-    zero again). All runs share the video's one folder: a folder per run cost as much CPU as a
-    thumbnail (creating files is the expensive part of writing them)."""
-    return f"a{attempt}-{secrets.token_hex(4)}-"
+    stored (a lease is never handed out twice; the token covers a counter that started over,
+    after a schema downgrade and upgrade). All runs share the video's one folder: a folder per
+    run cost as much CPU as a thumbnail (creating files is the expensive part of writing them)."""
+    return f"c{lease}-{secrets.token_hex(4)}-"
 
 
 def _write_thumbnails(
@@ -234,18 +234,18 @@ def _run(
             if not request.future.done():
                 withdrawn.set()  # whatever ended the wait (timeout, database error): stop it
         stored = False
-        prefix = _run_prefix(claim.attempt)
+        prefix = _run_prefix(claim.lease)
         try:
             thumbs = _write_thumbnails(claim.video_id, prefix, [c.thumbnail for c in result.clips])
             clips = [(c.start, c.end, c.top, t) for c, t in zip(result.clips, thumbs, strict=True)]
             stored = jobs.store(session, claim, engine.meta, clips)
         finally:
-            if not stored:  # this attempt's thumbnails belong to no stored index
+            if not stored:  # this run's thumbnails belong to no stored index
                 _remove_thumbnails(claim.video_id, prefix)
         if not stored:
             raise JobCancelled(f"video {claim.video_id} was withdrawn before its index was stored")
         # The index is stored: what follows must not fail the job (whose error path would
-        # remove this attempt's thumbnails, now the stored ones).
+        # remove this run's thumbnails, now the stored ones).
         try:
             _prune_thumbnails(claim.video_id, prefix)
             if settings.delete_source_after_index:

@@ -72,20 +72,21 @@ def test_unknown_video(db: Session) -> None:
         replace_video_index(db, uuid.uuid4(), FakeModel(), [(0.0, 1.0, [], None)])
 
 
-def test_attempt_fences_the_write(db: Session, seed_video: SeedVideo) -> None:
+def test_lease_fences_the_write(db: Session, seed_video: SeedVideo) -> None:
     vid = seed_video([[("dancing", 0.9)]])
-    db.execute(text("UPDATE videos SET status = 'processing', attempts = 2 WHERE id = :v"),
-               {"v": vid})  # fmt: skip
+    # claim 2, the first attempt after a reindex
+    db.execute(text("UPDATE videos SET status = 'processing', attempts = 1, claims = 2 "
+                    "WHERE id = :v"), {"v": vid})  # fmt: skip
     db.commit()
-    for attempt in (1, 3):  # a worker whose claim was taken over writes nothing
+    for lease in (1, 3):  # a worker whose claim was taken over writes nothing
         with pytest.raises(ClaimLost):
             replace_video_index(db, vid, FakeModel(), [(0.0, 1.0, [("idle", 0.7)], None)],
-                                attempt=attempt)  # fmt: skip
+                                lease=lease)  # fmt: skip
         video = db.get(Video, vid)
         assert video is not None and video.status == "processing"
         db.expire_all()
     assert replace_video_index(db, vid, FakeModel(), [(0.0, 1.0, [("idle", 0.7)], None)] * 2,
-                               attempt=2) == 2  # fmt: skip
+                               lease=2) == 2  # fmt: skip
     video = db.get(Video, vid)
     assert video is not None and video.status == "done"
     assert db.scalar(select(func.count()).select_from(Clip).where(Clip.video_id == vid)) == 2
@@ -152,10 +153,10 @@ def test_a_video_the_caller_loaded_shows_the_stored_state(
     db: Session, seed_video: SeedVideo
 ) -> None:
     vid = seed_video([[("dancing", 0.9)]])
-    db.execute(text("UPDATE videos SET status = 'processing', attempts = 1 WHERE id = :v"),
+    db.execute(text("UPDATE videos SET status = 'processing', claims = 1 WHERE id = :v"),
                {"v": vid})  # fmt: skip
     db.commit()
     video = db.get(Video, vid)
     assert video is not None and video.status == "processing"
-    replace_video_index(db, vid, FakeModel(), [(0.0, 1.0, [("idle", 0.7)], None)], attempt=1)
+    replace_video_index(db, vid, FakeModel(), [(0.0, 1.0, [("idle", 0.7)], None)], lease=1)
     assert video.status == "done" and video.progress == 1.0 and video.indexed_at is not None

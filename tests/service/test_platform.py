@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -13,8 +14,9 @@ from sqlalchemy import create_engine, inspect, text
 from sqlalchemy.orm import Session
 
 from service.retention import expire_videos
-from tests.service.conftest import SeedVideo
+from tests.service.conftest import FakeModel, SeedVideo
 from vcat import migrate
+from worker import jobs
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -50,6 +52,30 @@ def test_migrations_upgrade_downgrade_upgrade(database_url: str) -> None:
         indexes = {i["name"] for i in inspector.get_indexes("clip_scores")}
         assert "clip_scores_action_video" in indexes
     finally:
+        engine.dispose()
+
+
+@pytest.mark.db
+def test_a_video_from_before_claim_leases_is_claimed_and_fenced(
+    vcat_env: dict[str, str], database_url: str
+) -> None:
+    engine = create_engine(database_url)
+    vid = uuid.uuid4()
+    try:
+        migrate.downgrade(database_url, "0003")
+        with engine.begin() as conn:  # requeued by the reconciler after two lost workers
+            conn.execute(text("INSERT INTO videos (id, source, size, status, attempts) "
+                              "VALUES (:v, 'upload', 1, 'queued', 2)"), {"v": vid})  # fmt: skip
+        migrate.upgrade(database_url, "head")
+        with Session(engine) as session:
+            assert session.scalar(text("SELECT claims FROM videos WHERE id = :v"), {"v": vid}) == 2
+            claim = jobs.claim(session, vid, max_attempts=3, stale=60)
+            assert isinstance(claim, jobs.Claim) and (claim.attempt, claim.lease) == (3, 3)
+            assert jobs.heartbeat(session, claim, 0.5)
+            assert jobs.store(session, claim, FakeModel(), [(0.0, 1.0, [("idle", 0.9)], None)])
+    finally:
+        with engine.begin() as conn:
+            conn.execute(text("DELETE FROM videos WHERE id = :v"), {"v": vid})
         engine.dispose()
 
 

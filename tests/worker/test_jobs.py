@@ -1,10 +1,11 @@
-"""A job's life in Postgres: claim once, fence by attempt, give up after N attempts."""
+"""A job's life in Postgres: claim once, fence by lease, give up after N attempts."""
 
 from __future__ import annotations
 
 import uuid
 
 import pytest
+from fastapi.testclient import TestClient
 from sqlalchemy import func, select, text
 from sqlalchemy.orm import Session
 
@@ -58,6 +59,31 @@ def test_a_taken_over_claim_can_no_longer_write(db: Session, seed_video: SeedVid
     assert db.scalar(select(func.count()).select_from(Clip).where(Clip.video_id == vid)) == 0
     assert _video(db, vid).status == "processing"
     assert jobs.store(db, second, FakeModel(), CLIPS)
+    assert db.scalar(select(func.count()).select_from(Clip).where(Clip.video_id == vid)) == 2
+
+
+def test_a_claim_from_before_a_reindex_can_no_longer_write(
+    client: TestClient, db: Session, seed_video: SeedVideo
+) -> None:
+    vid = seed_video([[("dancing", 0.9)]])  # indexed once: one clip
+    _queue(db, vid)
+    stale = jobs.claim(db, vid, max_attempts=3, stale=60)
+    assert isinstance(stale, jobs.Claim) and stale.attempt == 1
+    _queue(db, vid, status="processing", age=120)  # its worker hangs (GC pause, SIGSTOP, ...)
+    assert [o.video_id for o in jobs.stale_processing(db, stale=60)] == [vid]
+    assert client.post(f"/videos/{vid}/reindex", json={"top_k": 3}).status_code == 202
+    fresh = jobs.claim(db, vid, max_attempts=3, stale=60)
+    # the reindex counts attempts afresh, but the new claim's fence is not the stale one's
+    assert isinstance(fresh, jobs.Claim) and fresh.attempt == 1
+    assert not jobs.heartbeat(db, stale, 0.9)
+    jobs.fail(db, stale, "stale", retry=True, max_attempts=3)
+    assert not jobs.store(db, stale, FakeModel(), CLIPS)
+    video = _video(db, vid)
+    assert (video.status, video.error, video.progress) == ("processing", None, 0.0)
+    assert db.scalar(select(func.count()).select_from(Clip).where(Clip.video_id == vid)) == 1
+    assert jobs.heartbeat(db, fresh, 0.5)
+    assert jobs.store(db, fresh, FakeModel(), CLIPS)
+    assert _video(db, vid).status == "done"
     assert db.scalar(select(func.count()).select_from(Clip).where(Clip.video_id == vid)) == 2
 
 

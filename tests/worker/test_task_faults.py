@@ -98,9 +98,11 @@ def engines(db: Session, monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, 
 
 
 def test_reindex_counts_attempts_afresh(client: TestClient, db: Session, media_root: Path) -> None:
-    vid = make_row(db, media_root, 2, status="failed", attempts=3, error="gave up after 3")
+    vid = make_row(db, media_root, 2, status="failed", attempts=3, claims=3, error="gave up")
     assert client.post(f"/videos/{vid}/reindex").status_code == 202
     assert tuple(row(db, vid)[:2]) == ("queued", 0)  # a dead-lettered video can be revived
+    # but its claims count on: they are the workers' fencing tokens (worker/jobs.py)
+    assert db.scalar(text("SELECT claims FROM videos WHERE id = :v"), {"v": vid}) == 3
 
 
 def test_the_row_not_the_message_says_how_to_index(
@@ -198,7 +200,7 @@ def test_reindex_to_fewer_clips_leaves_no_old_thumbnails(
     assert run_task(vid, stride=3.0)["outcome"] == "done"
     assert len(thumbs(media_root, vid)) == len(stored_thumbs(db, vid)) == 3  # stride 0.5: 12
     assert not legacy.exists()
-    assert all(p.startswith(f"thumbs/{vid}/a2-") for p in stored_thumbs(db, vid))
+    assert all(p.startswith(f"thumbs/{vid}/c2-") for p in stored_thumbs(db, vid))
 
 
 def test_a_store_that_cannot_succeed_fails_at_once_and_cleans_up(
@@ -291,7 +293,7 @@ def test_a_reindex_that_fails_keeps_the_stored_thumbnails_and_one_that_succeeds_
     with monkeypatch.context() as patch:
         patch.setattr(jobs, "store", lambda *a: (_ for _ in ()).throw(IndexDataError("boom")))
         assert run_task(vid, stride=3.0)["outcome"] == "failed"
-    assert stored_thumbs(db, vid) == first  # the attempt with the same number wrote elsewhere
+    assert stored_thumbs(db, vid) == first  # the failed run wrote elsewhere
     assert all((media_root / p).is_file() for p in first)
     assert len(thumbs(media_root, vid)) == len(first)
     reindex()
