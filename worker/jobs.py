@@ -113,18 +113,19 @@ def store(session: Session, job: Claim, model: ModelLike, clips: Sequence[ClipRe
 
 
 def fail(session: Session, job: Claim, error: str, *, retry: bool, max_attempts: int) -> bool:
-    """End this attempt with ``error``. Requeue (True) when ``retry`` and attempts remain."""
+    """End this attempt with ``error``. Requeue (True) when ``retry``, attempts remain and the
+    claim still held (a lost claim's retry would only find the video taken)."""
     requeue = retry and job.attempt < max_attempts
-    session.execute(
+    row = session.execute(
         text(
             "UPDATE videos SET status = :s, error = :e, updated_at = now() "
-            "WHERE id = :id AND status = 'processing' AND claims = :lease"
+            "WHERE id = :id AND status = 'processing' AND claims = :lease RETURNING 1"
         ),
         {"id": job.video_id, "lease": job.lease, "e": error[:2000],
          "s": "queued" if requeue else "failed"},
-    )  # fmt: skip
+    ).one_or_none()  # fmt: skip
     session.commit()
-    return requeue
+    return requeue and row is not None
 
 
 def drop_source(session: Session, job: Claim) -> None:

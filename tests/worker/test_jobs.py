@@ -76,7 +76,7 @@ def test_a_claim_from_before_a_reindex_can_no_longer_write(
     # the reindex counts attempts afresh, but the new claim's fence is not the stale one's
     assert isinstance(fresh, jobs.Claim) and fresh.attempt == 1
     assert not jobs.heartbeat(db, stale, 0.9)
-    jobs.fail(db, stale, "stale", retry=True, max_attempts=3)
+    assert not jobs.fail(db, stale, "stale", retry=True, max_attempts=3)  # no retry either
     assert not jobs.store(db, stale, FakeModel(), CLIPS)
     video = _video(db, vid)
     assert (video.status, video.error, video.progress) == ("processing", None, 0.0)
