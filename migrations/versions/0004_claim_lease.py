@@ -26,23 +26,11 @@ down_revision: str | None = "0003"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
-UPGRADE = """
-ALTER TABLE videos ADD COLUMN claims bigint NOT NULL DEFAULT 0;
-UPDATE videos SET claims = attempts;
-"""
-
-DOWNGRADE = """
-ALTER TABLE videos DROP COLUMN claims;
-"""
-
 
 def upgrade() -> None:
-    for statement in UPGRADE.split(";\n"):
-        if statement.strip():
-            op.execute(statement)
+    op.execute("ALTER TABLE videos ADD COLUMN claims bigint NOT NULL DEFAULT 0")
+    op.execute("UPDATE videos SET claims = attempts")
 
 
 def downgrade() -> None:
-    for statement in DOWNGRADE.split(";\n"):
-        if statement.strip():
-            op.execute(statement)
+    op.execute("ALTER TABLE videos DROP COLUMN claims")

@@ -13,7 +13,6 @@ from worker.video.decode import (
     ScannedVideo,
     iter_clips,
     plan_geometry,
-    probe_and_scan,
     scan_timeline,
 )
 from worker.video.errors import VideoError
@@ -180,11 +179,13 @@ def test_bad_input_gives_typed_error(
     assert str(path) in str(err.value)
     assert "\n" not in str(err.value)
     with pytest.raises(VideoError) as again:  # the pipeline's one-pass probe says the same
-        probe_and_scan(path)
+        ScannedVideo(path)
     assert again.value.reason == reason
 
 
-def test_probe_and_scan_is_probe_plus_scan(vdir: Path, cfr_video: Path, vfr_video: Path) -> None:
+def test_one_pass_probe_and_scan_is_probe_plus_scan(
+    vdir: Path, cfr_video: Path, vfr_video: Path
+) -> None:
     others = [
         videos.make_video(vdir / "ps_rot.mp4", width=48, height=80, rotation=90, duration=0.6),
         videos.make_video(vdir / "ps.h264", width=64, height=48, duration=0.6, container="h264"),
@@ -192,7 +193,8 @@ def test_probe_and_scan_is_probe_plus_scan(vdir: Path, cfr_video: Path, vfr_vide
         videos.make_truncated_mp4(vdir / "ps_cut.mp4", width=64, height=48),
     ]
     for path in [cfr_video, vfr_video, *others]:
-        assert probe_and_scan(path) == (probe_video(path), scan_timeline(path)), path
+        with ScannedVideo(path) as video:
+            assert (video.info, video.timeline) == (probe_video(path), scan_timeline(path)), path
 
 
 def test_urls_and_protocol_prefixes_are_never_opened(tmp_path: Path, cfr_video: Path) -> None:

@@ -95,12 +95,6 @@ def scan_timeline(path: Path | str) -> Timeline:
         return _scan(path, container, stream, probe=False)[1]
 
 
-def probe_and_scan(path: Path | str) -> tuple[VideoInfo, Timeline]:
-    """``probe_video`` and ``scan_timeline`` in one pass over the file (one open, one demux)."""
-    with ScannedVideo(path) as video:
-        return video.info, video.timeline
-
-
 def _scan(
     path: Path | str,
     container: av.container.InputContainer,
@@ -161,9 +155,10 @@ def _scan(
 
 
 class ScannedVideo:
-    """A video opened once for both of the pipeline's passes: the probe and demux-only scan,
-    then the decode, which rewinds the same container instead of opening the file again (an
-    open was 0.7 of the 1.9 ms that a 4 s 320x240 H.264 MP4 cost before its first clip)."""
+    """A video opened once for both of the pipeline's passes: ``probe_video`` and
+    ``scan_timeline`` in one demux (``info``, ``timeline``), then the decode, which rewinds the
+    same container instead of opening the file again (an open was 0.7 of the 1.9 ms that a 4 s
+    320x240 H.264 MP4 cost before its first clip)."""
 
     def __init__(self, path: Path | str) -> None:
         self.path = path
@@ -207,9 +202,9 @@ class ScannedVideo:
         frames), or the seek did not land on the very packet the scan read first (raw streams
         without timestamps, odd muxers). The seek also resets the decoder (FFmpeg flush)."""
         first = self.timeline.first_packet
-        if _decode_threads(self._stream) != 1 or first is None or first[0] is None:
+        if _decode_threads(self._stream) != 1 or first is None:
             return None
-        if first[0] < 0:  # no byte position to prove where the seek landed
+        if first[0] is None or first[0] < 0:  # no byte position to prove where the seek landed
             return None
         target = first[2] if first[2] is not None else first[1]
         if target is None:
