@@ -71,6 +71,12 @@ class Settings(BaseSettings):
         ge=0,
         description="Worker threads for CPU inference; 0: the cores its decode threads leave",
     )
+    decode_nice: int = Field(
+        default=10,
+        ge=0,
+        le=19,
+        description="Nice increment of a worker's decode threads under CPU inference; 0: none",
+    )
 
     # Workers.
     # 6, not 4: jobs waiting for a decoder keep the decoders fed while finished ones are stored

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import os
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -79,3 +81,25 @@ def test_a_lone_source_is_not_held_back_by_max_wait() -> None:
         batch = next(iter(batcher))
         assert [c for _, c in batch.clips] == [1, 2, 3] and batch.finished == [("a", None)]
         assert time.monotonic() - began < 10
+
+
+def _nice() -> int:
+    return os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="nice is per thread on Linux")
+def test_producers_run_at_lower_priority_than_the_consumer() -> None:
+    seen: list[int] = []
+    base = _nice()
+    with Batcher[int](2, producers=2, producer_nice=5) as b:
+        b.submit("a", lambda: seen.append(_nice()) or [1])
+        b.submit("b", lambda: seen.append(_nice()) or [2])
+        b.close()
+        assert sum(len(x.clips) for x in b) == 2
+    assert seen == [min(19, base + 5)] * 2
+    assert _nice() == base  # the consumer (this thread) keeps its priority
+
+
+def test_producer_nice_cannot_raise_priority() -> None:
+    with pytest.raises(ValueError, match="producer_nice"):
+        Batcher[int](2, producer_nice=-1)

@@ -7,7 +7,9 @@ keeps memory flat however long the videos are; the threads keep the model fed wh
 
 from __future__ import annotations
 
+import os
 import queue
+import sys
 import threading
 from collections.abc import Callable, Hashable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -41,7 +43,9 @@ class Batcher(Generic[ClipT]):
 
     ``max_wait`` flushes a partial batch when no clip arrived for that long; a partial batch goes
     at once when its last source ended and no other is being read, so a lone short video is not
-    held back waiting for others. Use as a context manager so threads stop on errors.
+    held back waiting for others. ``producer_nice`` lowers the producer threads' priority, for a
+    consumer that is the critical path on the same CPUs (the queue absorbs the producers' delays;
+    nothing absorbs the consumer's). Use as a context manager so threads stop on errors.
     """
 
     def __init__(
@@ -51,11 +55,15 @@ class Batcher(Generic[ClipT]):
         producers: int = 1,
         queue_clips: int | None = None,
         max_wait: float = 0.5,
+        producer_nice: int = 0,
     ) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        if producer_nice < 0:
+            raise ValueError(f"producer_nice must be >= 0, got {producer_nice}")
         self.batch_size = batch_size
         self.max_wait = max_wait
+        self.producer_nice = producer_nice
         self._clips: queue.Queue[tuple[Hashable, ClipT] | _Done] = queue.Queue(
             maxsize=queue_clips or 2 * batch_size
         )
@@ -112,6 +120,7 @@ class Batcher(Generic[ClipT]):
         return False
 
     def _produce(self) -> None:
+        lower_thread_priority(self.producer_nice)
         while not self._stop.is_set():
             source = self._sources.get()
             if source is None:
@@ -167,3 +176,13 @@ class Batcher(Generic[ClipT]):
             if len(batch.clips) >= self.batch_size:
                 yield batch
                 batch = Batch([])
+
+
+def lower_thread_priority(increment: int) -> None:
+    """Raise the calling thread's nice value by ``increment`` (Linux: nice is per thread; any
+    user may lower a thread's priority). Elsewhere a no-op: there it would apply to the whole
+    process, the consumer included."""
+    if increment <= 0 or not sys.platform.startswith("linux"):
+        return
+    tid = threading.get_native_id()
+    os.setpriority(os.PRIO_PROCESS, tid, min(19, os.getpriority(os.PRIO_PROCESS, tid) + increment))

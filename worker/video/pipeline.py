@@ -330,12 +330,15 @@ class IndexEngine:
         batch_size: int,
         producers: int = 2,
         max_wait: float = 0.05,
+        decode_nice: int = 0,
     ) -> None:
         _limit_malloc_arenas()
         self.predictor = predictor
         self.meta = meta
         self.batch_size = batch_size
-        self._batcher = Batcher[_Clip](batch_size, producers=producers, max_wait=max_wait)
+        self._batcher = Batcher[_Clip](
+            batch_size, producers=producers, max_wait=max_wait, producer_nice=decode_nice
+        )
         self._requests: dict[str, IndexRequest] = {}
         self._lock = threading.Lock()
         self.started = time.monotonic()
