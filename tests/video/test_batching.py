@@ -103,3 +103,18 @@ def test_producers_run_at_lower_priority_than_the_consumer() -> None:
 def test_producer_nice_cannot_raise_priority() -> None:
     with pytest.raises(ValueError, match="producer_nice"):
         Batcher[int](2, producer_nice=-1)
+
+
+@pytest.mark.timeout(20)  # a dead producer hangs the batcher
+def test_a_refused_priority_change_does_not_stop_the_producers(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    def refuse(*args: int) -> None:
+        raise PermissionError(1, "Operation not permitted")
+
+    monkeypatch.setattr(os, "setpriority", refuse)
+    monkeypatch.setattr(sys, "platform", "linux")
+    with Batcher[int](2, producers=2, producer_nice=5, max_wait=5.0) as b:
+        b.submit("a", lambda: [1, 2, 3])
+        b.close()
+        assert [c for x in b for _, c in x.clips] == [1, 2, 3]

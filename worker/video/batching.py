@@ -7,6 +7,7 @@ keeps memory flat however long the videos are; the threads keep the model fed wh
 
 from __future__ import annotations
 
+import logging
 import os
 import queue
 import sys
@@ -16,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
 ClipT = TypeVar("ClipT")
+log = logging.getLogger(__name__)
 
 _POLL = 0.1  # seconds between checks for shutdown while blocked
 
@@ -185,4 +187,8 @@ def lower_thread_priority(increment: int) -> None:
     if increment <= 0 or not sys.platform.startswith("linux"):
         return
     tid = threading.get_native_id()
-    os.setpriority(os.PRIO_PROCESS, tid, min(19, os.getpriority(os.PRIO_PROCESS, tid) + increment))
+    try:
+        nice = min(19, os.getpriority(os.PRIO_PROCESS, tid) + increment)
+        os.setpriority(os.PRIO_PROCESS, tid, nice)
+    except OSError as exc:  # a sandbox that forbids it: run on at equal priority, never die
+        log.warning("could not lower the priority of thread %d: %s", tid, exc)
