@@ -84,7 +84,9 @@ def _start_engine(name: str, model: Any, meta: Any) -> IndexEngine:
         torch.set_num_threads(cpu_threads(settings.cpu_threads, decoders=PRODUCERS))
         # The model's thread is the critical path on a CPU: decoders that share its cores at
         # equal priority took a quarter of its time (150 short videos on 2 cores: 12 ms a clip
-        # against 9 ms of its own CPU). Behind the clip queue they lose nothing by yielding.
+        # against 9 ms of its own CPU). Behind the clip queue, yielding costs them nothing on a
+        # host that runs only vcat; where other programs keep every core busy it slows them
+        # (docs/ON_PREM.md: VCAT_DECODE_NICE=0 there).
         decode_nice = settings.decode_nice
     predictor = make_predictor(
         model, meta, device=str(device), precision=settings.precision, compile=settings.compile
