@@ -3,8 +3,10 @@
 Random weights with randomised BN statistics. Eager fp32 (``model.eval()``, inference mode) and
 each predictor run in the same process on the same uint8 clips, interleaved, ``iters`` times;
 the median time per call gives clips/s, so the speedups come from one noisy run together. Rows:
-``fast`` is what ``make_predictor`` picks by default (its backend in brackets); ``--backends``
-adds forced backends (``torch``, ``onnxruntime``). Top-1 agreement with eager is measured on fresh
+``fast`` is what ``make_predictor`` picks by default (its backend in brackets); ``unfused`` is
+the same TorchScript path without oneDNN Graph fusion (where the fast path is TorchScript on the
+CPU), so the fusion's gain is measured in the same run; ``--backends`` adds forced backends
+(``torch``, ``onnxruntime``). Top-1 agreement with eager is measured on fresh
 random clips. Usage::
 
     .venv/bin/python bench/bench_model.py [--quick] [--json FILE] [--device auto]
@@ -25,7 +27,7 @@ import torch
 from rich.console import Console
 from rich.table import Table
 
-from worker.tsm.fast import Predictor, make_predictor
+from worker.tsm.fast import JIT_WARM_CALLS, Predictor, make_predictor
 from worker.tsm.meta import ModelMeta
 from worker.tsm.preprocess import normalize
 from worker.tsm.recognizer import Recognizer, build_model
@@ -52,8 +54,9 @@ def _clips(batch: int) -> torch.Tensor:
 
 def _median_seconds(runs: dict[str, Run], clips: torch.Tensor, iters: int) -> dict[str, float]:
     """Median seconds per call of each run, calls interleaved (after one warm-up call each)."""
-    for fn in runs.values():
-        fn(clips)  # warm-up: JIT trace / ORT arena allocation
+    for fn in runs.values():  # warm-up: JIT trace and fusion / ORT arena allocation
+        for _ in range(JIT_WARM_CALLS if isinstance(fn, Predictor) else 1):
+            fn(clips)
     times: dict[str, list[float]] = {name: [] for name in runs}
     for _ in range(iters):
         for name, fn in runs.items():
@@ -69,6 +72,8 @@ def run(
 ) -> list[dict[str, object]]:  # fmt: skip
     model, meta = _model(arch)
     predictors: dict[str, Predictor] = {"fast": make_predictor(model, meta, device, precision)}
+    if predictors["fast"].jit:
+        predictors["unfused"] = make_predictor(model, meta, device, precision, fuse=False)
     for backend in backends:
         if backend != predictors["fast"].backend:
             # ONNX Runtime runs fp32 only: compared as such even when the fast path is bf16

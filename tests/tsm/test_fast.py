@@ -7,6 +7,7 @@ import torch
 
 from tests.tsm.conftest import make_model
 from worker.tsm.fast import (
+    cpu_has_native_bf16,
     default_batch_size,
     fold_batchnorm,
     make_predictor,
@@ -46,6 +47,48 @@ def test_predictor_matches_eager_on_uint8_clips(backend: str) -> None:
     assert any(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules())  # original untouched
     with pytest.raises(ValueError, match="do not match model"):
         predictor(torch.zeros(1, 3, 64, 64, 3, dtype=torch.uint8))
+
+
+def _fusion_groups() -> int:
+    """oneDNN Graph partitions in the graph TorchScript ran last (on this thread)."""
+    graph = torch.jit.last_executed_optimized_graph()
+    return sum(node.kind() == "prim::oneDNNFusionGuard" for node in graph.nodes())
+
+
+needs_bf16 = pytest.mark.skipif(not cpu_has_native_bf16(), reason="no native bf16 on this CPU")
+
+
+@pytest.mark.parametrize(
+    ("arch", "precision", "tolerance"),
+    [
+        ("mobilenetv2", "fp32", 1e-4),
+        ("resnet18", "fp32", 1e-4),
+        pytest.param("mobilenetv2", "bf16", 0.05, marks=needs_bf16),
+    ],
+)
+def test_cpu_jit_runs_fused_after_warm_up(arch: str, precision: str, tolerance: float) -> None:
+    """warm_up runs each shape until it runs the fused graph (so no job's batch pays for the
+    fusion), fused results match eager, and fuse=False leaves the graph unfused."""
+    model, meta = make_model(arch, segments=4, input_size=64)
+    fused = make_predictor(model, meta, device="cpu", precision=precision, backend="torch")
+    plain = make_predictor(
+        model, meta, device="cpu", precision=precision, backend="torch", fuse=False
+    )
+    fused.warm_up(2)
+    assert _fusion_groups() > 0  # warm-up's last call (batch 2) ran the fused graph
+    clips = torch.randint(0, 256, (2, 4, 64, 64, 3), dtype=torch.uint8)
+    with torch.no_grad():
+        want = model(normalize(clips, meta))
+    got = fused(clips)
+    assert _fusion_groups() > 0
+    assert (got - want).abs().max().item() <= tolerance
+    assert torch.equal(got.argmax(1), want.argmax(1))
+    for _ in range(3):  # interleaved: each keeps its own plan
+        plain_got = plain(clips)
+        assert _fusion_groups() == 0
+        assert (plain_got - want).abs().max().item() <= tolerance
+        assert torch.equal(fused(clips), got)
+        assert _fusion_groups() > 0
 
 
 def test_precision_and_batch_rules() -> None:

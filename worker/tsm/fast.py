@@ -11,8 +11,9 @@ What it does per device:
 - CPU: fp32 unless the CPU has native bf16 (AMX / AVX512-BF16), where ``auto`` picks bf16.
   fp32 runs on ONNX Runtime when it is installed (:mod:`worker.tsm.ort`; 1.3-3x eager for
   ResNet-50 on the 2-core AVX2 box, against 0.6-1.3x for TorchScript); otherwise, and for bf16,
-  the folded graph is traced and frozen with TorchScript so oneDNN fuses conv+add+relu;
-  ``compile=True`` uses ``torch.compile`` instead. ``backend`` forces ``torch`` or ``onnxruntime``.
+  the folded graph is traced and frozen with TorchScript, and oneDNN Graph fuses each convolution
+  with the activation and add after it (``Predictor.fuse``); ``compile=True`` uses ``torch.compile``
+  instead. ``backend`` forces ``torch`` or ``onnxruntime``.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ from worker.tsm.shift import TemporalShift
 PRECISIONS = ("auto", "fp32", "fp16", "bf16")
 BACKENDS = ("auto", "torch", "onnxruntime")
 _DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+JIT_WARM_CALLS = 3  # profile, fuse, run: calls before a traced shape runs its final graph
 
 
 # -------------------------------------------------------------------------------- BN folding
@@ -171,6 +173,13 @@ class Predictor:
     channels_last: bool
     jit: bool
     ort: OrtRunner | None = None
+    # oneDNN Graph fuses each convolution with the ReLU/ReLU6 and add after it. Unfused, each
+    # activation is a separate ATen pass over the tensor: in bf16 those took a third of
+    # MobileNetV2-TSM's time (the bf16 clamp kernel alone was 8% of a worker's CPU under perf), so
+    # bf16 ran slower than fp32 on ONNX Runtime. Where oneDNN has no kernel (bf16 without native
+    # bf16) the graph stays unfused. TorchScript's switch is process-wide: each JIT call sets its
+    # predictor's value first, and a graph keeps the plan it was optimized with, fused or not.
+    fuse: bool = True
     _traced: dict[tuple[int, ...], Callable[[Tensor], Tensor]] = field(default_factory=dict)
 
     def _runner(self, x: Tensor) -> Callable[[Tensor], Tensor]:
@@ -189,13 +198,17 @@ class Predictor:
         return "torch" if self.ort is None else "onnxruntime"
 
     def warm_up(self, max_batch: int) -> None:
-        """Run every batch size up to ``max_batch`` once: the JIT path traces one graph per input
-        shape, and a shape first met mid-job cost that job the trace (about 0.5 s for
-        MobileNetV2; 18% of a worker's time over 150 short videos, before this)."""
+        """Run every batch size up to ``max_batch`` until its graph is final: the JIT path traces
+        one graph per input shape, and a shape first met mid-job cost that job the trace (about
+        0.5 s for MobileNetV2; 18% of a worker's time over 150 short videos, before this). The
+        profiling executor then builds the fused graph on a shape's second call (0.25 s) and
+        runs it from the third on (``JIT_WARM_CALLS``)."""
         size = self.meta.input_size
         sizes = range(1, max_batch + 1) if self.jit else [max_batch]
         for n in sizes:
-            self(torch.zeros((n, self.meta.num_segments, size, size, 3), dtype=torch.uint8))
+            clips = torch.zeros((n, self.meta.num_segments, size, size, 3), dtype=torch.uint8)
+            for _ in range(JIT_WARM_CALLS if self.jit else 1):
+                self(clips)
 
     def __call__(self, clips: Tensor) -> Tensor:
         if self.ort is not None:
@@ -211,6 +224,8 @@ class Predictor:
                     .contiguous(memory_format=torch.channels_last)
                     .unflatten(0, (n, t))
                 )
+            if self.jit:
+                torch.jit.enable_onednn_fusion(self.fuse)
             with torch.autocast(self.device.type, dtype=dtype, enabled=autocast):
                 logits = self._runner(x)(x)
             return logits.float().cpu()
@@ -218,9 +233,10 @@ class Predictor:
 
 def make_predictor(
     model: Recognizer, meta: ModelMeta, device: str = "auto", precision: str = "auto",
-    compile: bool = False, backend: str = "auto",
+    compile: bool = False, backend: str = "auto", fuse: bool = True,
 ) -> Predictor:  # fmt: skip
-    """Build the fast path for ``model`` (left untouched: the predictor works on a copy)."""
+    """Build the fast path for ``model`` (left untouched: the predictor works on a copy).
+    ``fuse=False`` leaves the CPU's TorchScript graph unfused (for comparison only)."""
     dev = resolve_device(device)
     prec = resolve_precision(precision, dev)
     chosen = resolve_backend(backend, dev, prec, compile)
@@ -238,4 +254,5 @@ def make_predictor(
     runner: nn.Module = fast
     if compile:
         runner = torch.compile(fast, dynamic=False)  # type: ignore[assignment]
-    return Predictor(runner, meta, dev, prec, channels_last=True, jit=not cuda and not compile)
+    jit = not cuda and not compile
+    return Predictor(runner, meta, dev, prec, channels_last=True, jit=jit, fuse=fuse)
