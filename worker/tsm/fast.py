@@ -36,7 +36,7 @@ from worker.tsm.shift import TemporalShift
 PRECISIONS = ("auto", "fp32", "fp16", "bf16")
 BACKENDS = ("auto", "torch", "onnxruntime")
 _DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
-JIT_WARM_CALLS = 3  # profile, fuse, run: calls before a traced shape runs its final graph
+JIT_WARM_CALLS = 2  # profile, then optimize (fuse) and run: calls until a shape's graph is final
 
 
 # -------------------------------------------------------------------------------- BN folding
@@ -201,8 +201,8 @@ class Predictor:
         """Run every batch size up to ``max_batch`` until its graph is final: the JIT path traces
         one graph per input shape, and a shape first met mid-job cost that job the trace (about
         0.5 s for MobileNetV2; 18% of a worker's time over 150 short videos, before this). The
-        profiling executor then builds the fused graph on a shape's second call (0.25 s) and
-        runs it from the third on (``JIT_WARM_CALLS``)."""
+        profiling executor then builds the fused graph on a shape's second call (0.25 s for
+        MobileNetV2), which runs it (``JIT_WARM_CALLS``)."""
         size = self.meta.input_size
         sizes = range(1, max_batch + 1) if self.jit else [max_batch]
         for n in sizes:
