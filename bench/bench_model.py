@@ -53,7 +53,8 @@ def _clips(batch: int) -> torch.Tensor:
 
 
 def _median_seconds(runs: dict[str, Run], clips: torch.Tensor, iters: int) -> dict[str, float]:
-    """Median seconds per call of each run, calls interleaved (after one warm-up call each)."""
+    """Median seconds per call of each run, calls interleaved, after warm-up (a predictor's
+    JIT_WARM_CALLS: its traced graphs are fused by then)."""
     for fn in runs.values():  # warm-up: JIT trace and fusion / ORT arena allocation
         for _ in range(JIT_WARM_CALLS if isinstance(fn, Predictor) else 1):
             fn(clips)

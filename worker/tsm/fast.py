@@ -174,7 +174,7 @@ class Predictor:
     jit: bool
     ort: OrtRunner | None = None
     # oneDNN Graph fuses each convolution with the ReLU/ReLU6 and add after it. Unfused, each
-    # activation is a separate ATen pass over the tensor: in bf16 those took a third of
+    # activation is a separate ATen pass over the tensor: in bf16 those took about 40% of
     # MobileNetV2-TSM's time (the bf16 clamp kernel alone was 8% of a worker's CPU under perf), so
     # bf16 ran slower than fp32 on ONNX Runtime. Where oneDNN has no kernel (bf16 without native
     # bf16) the graph stays unfused. TorchScript's switch is process-wide: each JIT call sets its
