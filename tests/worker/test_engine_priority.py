@@ -55,6 +55,7 @@ def _decoder_nices(engine: IndexEngine, expected: int) -> list[int]:
         nices = [_nice(t.native_id) for t in threads]
         if all(n == expected for n in nices) or time.monotonic() > deadline:
             return nices
+        time.sleep(0.01)  # poll, not spin: the threads need the CPU to start
 
 
 def test_cpu_decoders_run_below_the_model_thread(start_engine: Callable[..., IndexEngine]) -> None:
