@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import os
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -321,3 +323,32 @@ def test_one_open_gives_the_clips_of_a_fresh_decode(
         assert np.array_equal(a.frames, b.frames)
     assert stats == fresh_stats
     assert (video.info, timeline) == (probe_video(path), scan_timeline(path))
+
+
+def _os_threads() -> int:
+    return len(os.listdir("/proc/self/task"))
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="counts threads in Linux /proc")
+def test_decoding_and_thumbnails_start_no_threads(tmp_path: Path) -> None:
+    # A small video decodes, converts and encodes its thumbnails on the calling thread: FFmpeg's
+    # default of a thread per core (swscale, the MJPEG encoder) cost short videos CPU and
+    # hand-offs that waited for a core (worker.video.decode.SWSCALE_THREADS).
+    from worker.video import thumbnails
+
+    path = videos.make_video(tmp_path / "s.mp4", width=320, height=240, duration=1.0)
+    seen: list[int] = []
+
+    def decode_and_encode() -> None:
+        before = _os_threads()
+        with ScannedVideo(path) as video:
+            windows = plan_windows(video.timeline.duration, 0.5, 0.25, 4)
+            for clip in video.clips(windows, (64, 64), None):
+                thumbnails.encode_jpeg(clip.frames[0])
+                seen.append(_os_threads() - before)
+
+    # A fresh thread: the thumbnail encoder is opened once per thread, here on first use.
+    worker = threading.Thread(target=decode_and_encode)
+    worker.start()
+    worker.join()
+    assert seen and max(seen) == 0

