@@ -36,14 +36,19 @@ def normalize(
 ) -> Tensor:  # fmt: skip
     """uint8 ``(N, T, H, W, 3)`` -> normalized ``(N, T, 3, H, W)`` of ``dtype`` on ``device``.
 
-    The uint8 tensor is moved first (4x less traffic), then converted on the device.
+    The uint8 tensor is moved first (4x less traffic), then converted on the device, in one
+    multiply-add per element: ``(x / 255 - mean) / std`` as ``x * scale + shift`` (equal to
+    within float rounding; four passes over the batch cost 3x the time of the two, a tenth of
+    the demo model's inference on a CPU).
     """
     check_clips(clips, meta)
     x = clips.to(device) if device is not None else clips
-    mean = torch.tensor(meta.mean, dtype=torch.float32, device=x.device).view(3, 1, 1)
-    std = torch.tensor(meta.std, dtype=torch.float32, device=x.device).view(3, 1, 1)
-    x = x.permute(0, 1, 4, 2, 3).float().div_(255.0)
-    return ((x - mean) / std).to(dtype)
+    mean = torch.tensor(meta.mean, dtype=torch.float64).view(3, 1, 1)
+    std = torch.tensor(meta.std, dtype=torch.float64).view(3, 1, 1)
+    scale = (1.0 / (255.0 * std)).to(device=x.device, dtype=torch.float32)
+    shift = (-mean / std).to(device=x.device, dtype=torch.float32)
+    x = x.permute(0, 1, 4, 2, 3).to(dtype=torch.float32, memory_format=torch.contiguous_format)
+    return x.mul_(scale).add_(shift).to(dtype)
 
 
 def resize_short_side(frame: Tensor, short: int) -> Tensor:
