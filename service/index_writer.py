@@ -1,8 +1,7 @@
 """What the worker calls to store results: register a model, replace a video's whole index.
 
 Torch-free and session-based, so both the worker and tests (seeding search data) use it.
-Thumbnails belong under ``settings.media_path / "thumbs" / <video id>/`` and are stored as paths
-relative to ``settings.media_path``; deleting a video removes that folder.
+Thumbnails (JPEG bytes) are stored with the clips, in the same transaction (``thumbnails``).
 """
 
 from __future__ import annotations
@@ -33,8 +32,8 @@ class IndexDataError(ValueError):
     """Results that cannot be stored as given (unknown label, bad times or scores)."""
 
 
-# (start seconds, end seconds, [(label, probability), ...] best first, thumbnail path or None)
-ClipResult = tuple[float, float, Sequence[tuple[str, float]], str | None]
+# (start seconds, end seconds, [(label, probability), ...] best first, JPEG thumbnail or None)
+ClipResult = tuple[float, float, Sequence[tuple[str, float]], bytes | None]
 
 # Segments per (video, action) at a threshold: gaps-and-islands over clip index, in SQL.
 _SUMMARY_SQL = """
@@ -57,9 +56,12 @@ _SUMMARY_SQL = """
 # Stored segments at a threshold: the same gaps-and-islands, with clip times and thumbnails.
 _SEGMENTS_SQL = """
     INSERT INTO segments (video_id, action_id, first_clip, last_clip, clips, start, "end",
-                          max_score, mean_score, threshold, thumbnail, video_created)
+                          max_score, mean_score, threshold, has_thumbnail, video_created)
     SELECT s.video_id, s.action_id, s.first_clip, s.last_clip, s.clips, c1.start, c2."end",
-           s.max_score, s.mean_score, CAST(:threshold AS real), c1.thumbnail, v.created_at
+           s.max_score, s.mean_score, CAST(:threshold AS real),
+           EXISTS (SELECT 1 FROM thumbnails t
+                   WHERE t.video_id = s.video_id AND t.clip_idx = s.first_clip),
+           v.created_at
     FROM (
         SELECT video_id, action_id, min(clip_idx) AS first_clip, max(clip_idx) AS last_clip,
                count(*) AS clips, max(score) AS max_score, avg(score) AS mean_score
@@ -174,14 +176,19 @@ _CLEAR_SQL = """
          a AS (DELETE FROM video_actions WHERE video_id = %(video)s)
     DELETE FROM segments WHERE video_id = %(video)s
 """
-# Clips and their scores in one statement (the scores' foreign key to their clip is checked at
+# Clips, thumbnails and scores in one statement (the foreign keys to the clip are checked at
 # its end); a score names its action by the label's index in the model.
 _ROWS_SQL = """
     WITH c AS (
-        INSERT INTO clips (video_id, idx, start, "end", thumbnail)
-        SELECT %(video)s, t.n - 1, t.start, t.stop, t.thumb
-        FROM unnest(CAST(%(starts)s AS float8[]), CAST(%(ends)s AS float8[]),
-                    CAST(%(thumbs)s AS text[])) WITH ORDINALITY AS t(start, stop, thumb, n)
+        INSERT INTO clips (video_id, idx, start, "end")
+        SELECT %(video)s, t.n - 1, t.start, t.stop
+        FROM unnest(CAST(%(starts)s AS float8[]), CAST(%(ends)s AS float8[]))
+             WITH ORDINALITY AS t(start, stop, n)
+    ), j AS (
+        INSERT INTO thumbnails (video_id, clip_idx, jpeg)
+        SELECT %(video)s, t.n - 1, t.jpeg
+        FROM unnest(CAST(%(thumbs)s AS bytea[])) WITH ORDINALITY AS t(jpeg, n)
+        WHERE t.jpeg IS NOT NULL
     )
     INSERT INTO clip_scores (video_id, clip_idx, action_id, rank, score)
     SELECT %(video)s, s.clip, a.id, s.rank, s.score
@@ -249,6 +256,8 @@ def _clip_arrays(model: ModelLike, clips: Iterable[ClipResult]) -> dict[str, lis
             raise IndexDataError(f"clip {idx}: need 0 <= start < end, got {start}, {end}")
         rows["starts"].append(float(start))
         rows["ends"].append(float(end))
+        if thumbnail is not None and not isinstance(thumbnail, bytes | bytearray):
+            raise IndexDataError(f"clip {idx}: a thumbnail is JPEG bytes, got {type(thumbnail)}")
         rows["thumbs"].append(thumbnail)
         seen: set[int] = set()
         for rank, (label, score) in enumerate(scores, start=1):

@@ -10,7 +10,9 @@ Data model, for the API and the worker that fills it:
 - ``models``: a recognizer by (name, version); ``actions``: its label vocabulary, ``idx`` being the
   class index in the model's output.
 - ``clips``: the windows a video was cut into, keyed (video_id, idx) with idx 0, 1, 2, ... in time
-  order; ``thumbnail`` is a path relative to ``settings.media_path``.
+  order.
+- ``thumbnails``: a JPEG of each clip's middle sampled frame, written in the index's
+  transaction (a file per clip cost more than the rest of a short video's store).
 - ``clip_scores``: the top-k (action, score) per clip, score a probability in [0, 1]. ``video_id``
   and ``clip_idx`` are stored (not a surrogate clip id) so search reads one index only.
 - ``segments``: runs of consecutive clips scoring >= the default threshold, per (video, action),
@@ -30,6 +32,7 @@ from typing import Any
 from sqlalchemy import (
     REAL,
     BigInteger,
+    Boolean,
     CheckConstraint,
     DateTime,
     Float,
@@ -37,6 +40,7 @@ from sqlalchemy import (
     ForeignKeyConstraint,
     Index,
     Integer,
+    LargeBinary,
     SmallInteger,
     String,
     Text,
@@ -131,7 +135,19 @@ class Clip(Base):
     idx: Mapped[int] = mapped_column(Integer, primary_key=True)
     start: Mapped[float] = mapped_column(Float)
     end: Mapped[float] = mapped_column(Float)
-    thumbnail: Mapped[str | None] = mapped_column(Text)
+
+
+class Thumbnail(Base):
+    __tablename__ = "thumbnails"
+    __table_args__ = (
+        ForeignKeyConstraint(
+            ["video_id", "clip_idx"], ["clips.video_id", "clips.idx"], ondelete="CASCADE"
+        ),
+    )
+
+    video_id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True)
+    clip_idx: Mapped[int] = mapped_column(Integer, primary_key=True)
+    jpeg: Mapped[bytes] = mapped_column(LargeBinary)
 
 
 class ClipScore(Base):
@@ -198,7 +214,7 @@ class Segment(Base):
     max_score: Mapped[float] = mapped_column(REAL)
     mean_score: Mapped[float] = mapped_column(Float)
     threshold: Mapped[float] = mapped_column(REAL)
-    thumbnail: Mapped[str | None] = mapped_column(Text)
+    has_thumbnail: Mapped[bool] = mapped_column(Boolean, server_default=text("false"))
     video_created: Mapped[datetime] = mapped_column(DateTime(timezone=True))
 
 

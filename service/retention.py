@@ -8,12 +8,12 @@ from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
 from service import storage
-from service.models import Clip, Video
+from service.models import Video
 from vcat.settings import get_settings
 
 
 def expire_videos(session: Session, now: datetime | None = None, days: int | None = None) -> int:
-    """Delete videos (rows, files, thumbnails) created more than ``days`` ago; returns how many.
+    """Delete videos (rows, thumbnails, media) created more than ``days`` ago; returns how many.
 
     ``days`` defaults to the setting; 0 keeps everything. Videos being indexed are left alone.
     """
@@ -27,8 +27,7 @@ def expire_videos(session: Session, now: datetime | None = None, days: int | Non
         )
     ).all()
     for video_id, media_file in old:
-        thumbs = list(session.scalars(select(Clip.thumbnail).where(Clip.video_id == video_id)))
-        session.execute(delete(Video).where(Video.id == video_id))
+        session.execute(delete(Video).where(Video.id == video_id))  # thumbnails go with it
         session.commit()
-        storage.remove_video_files(video_id, media_file, thumbs)
+        storage.remove_video_files(video_id, media_file)
     return len(old)

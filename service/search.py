@@ -54,7 +54,7 @@ class Segment:
     mean_score: float
     start: float = 0.0
     end: float = 0.0
-    thumbnail: str | None = None
+    has_thumbnail: bool = False
     action: str | None = None
     model: str | None = None
     actions: list[str] = field(default_factory=list)
@@ -260,7 +260,7 @@ async def find_segments(
             mean_score=float(r.mean_score),
             start=float(r.start),
             end=float(r.end),
-            thumbnail=r.thumbnail,
+            has_thumbnail=r.has_thumbnail,
             action=r.action,
             model=r.model,
             actions=[r.action] if r.action else [],
@@ -316,7 +316,7 @@ def _stored_sql(
     outer = "p.max_score" if sort == "score" else "p.video_created"
     return f"""
         SELECT p.video_id, p.action_id AS key, p.first_clip, p.last_clip, p.clips, p.max_score,
-               p.mean_score, p.start, p."end", p.thumbnail,
+               p.mean_score, p.start, p."end", p.has_thumbnail,
                {_CREATED.format(col="p.video_created")} AS created,
                a.name AS action, m.name AS model
         FROM {source} AS q(action_id)
@@ -399,7 +399,10 @@ def _live_sql(
             LIMIT %(limit)s
         )
         SELECT p.video_id, p.key, p.first_clip, p.last_clip, p.clips, p.max_score,
-               p.mean_score, c1.start, c2."end", c1.thumbnail,
+               p.mean_score, c1.start, c2."end",
+               EXISTS (SELECT 1 FROM thumbnails t
+                       WHERE t.video_id = p.video_id AND t.clip_idx = p.first_clip)
+                   AS has_thumbnail,
                {_CREATED.format(col="coalesce(p.created_at, v.created_at)")} AS created,
                a.name AS action, m.name AS model
         FROM page p

@@ -46,7 +46,8 @@ def media_type(container: str | None) -> str:
     return CONTAINER_TYPES.get(first, ("", "application/octet-stream"))[1]
 
 
-def thumbs_dir(video_id: uuid.UUID) -> Path:
+def legacy_thumbs_dir(video_id: uuid.UUID) -> Path:
+    """Where thumbnails were files, before migration 0005 moved them into Postgres."""
     return media_root() / "thumbs" / str(video_id)
 
 
@@ -59,12 +60,8 @@ def inside_media(relative: str | None) -> Path | None:
     return path if path.is_relative_to(root) and path.is_file() else None
 
 
-def remove_video_files(
-    video_id: uuid.UUID, media_file: str | None, thumbnails: list[str | None]
-) -> None:
+def remove_video_files(video_id: uuid.UUID, media_file: str | None) -> None:
+    """The video's source file, and its thumbnail files if 0005 left any."""
     if media_file and (path := inside_media(media_file)) is not None:
         path.unlink(missing_ok=True)
-    for thumb in thumbnails:
-        if (path := inside_media(thumb)) is not None:
-            path.unlink(missing_ok=True)
-    shutil.rmtree(thumbs_dir(video_id), ignore_errors=True)
+    shutil.rmtree(legacy_thumbs_dir(video_id), ignore_errors=True)

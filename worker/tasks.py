@@ -8,11 +8,8 @@ process, never in a parent that forks).
 from __future__ import annotations
 
 import logging
-import secrets
-import shutil
 import threading
 import time
-import uuid
 from concurrent.futures import TimeoutError as FutureTimeout
 from contextlib import suppress
 from pathlib import Path
@@ -22,7 +19,6 @@ from sqlalchemy.orm import Session
 
 from service.db import get_sessionmaker
 from service.index_writer import IndexDataError
-from service.storage import thumbs_dir
 from vcat import tasks
 from vcat.settings import get_settings
 from worker import jobs
@@ -108,32 +104,6 @@ def _time_limit(duration: float | None) -> float:
     return s.job_time_base_seconds + s.job_time_per_video_second * (duration or 0.0)
 
 
-def _run_prefix(lease: int) -> str:
-    """The name prefix of one run's thumbnails: its claim's lease and a random token. A stale
-    run, or one that fails, can never overwrite or delete the thumbnails of the index that is
-    stored (a lease is never handed out twice; the token covers a counter that started over,
-    after a schema downgrade and upgrade). All runs share the video's one folder: a folder per
-    run cost as much CPU as a thumbnail (creating files is the expensive part of writing them)."""
-    return f"c{lease}-{secrets.token_hex(4)}-"
-
-
-def _write_thumbnails(
-    video_id: uuid.UUID, prefix: str, thumbs: list[bytes | None]
-) -> list[str | None]:
-    folder = thumbs_dir(video_id)
-    folder.mkdir(parents=True, exist_ok=True)
-    relative = folder.relative_to(get_settings().media_path)
-    paths: list[str | None] = []
-    for i, jpeg in enumerate(thumbs):
-        if jpeg is None:
-            paths.append(None)
-            continue
-        name = f"{prefix}{i:06d}.jpg"
-        (folder / name).write_bytes(jpeg)
-        paths.append(str(relative / name))
-    return paths
-
-
 @app.task(name=tasks.INDEX_VIDEO, bind=True, acks_late=True, reject_on_worker_lost=True)
 def index_video(
     self: Any,
@@ -188,24 +158,6 @@ def index_video(
         return {"video": video_id, "outcome": "failed", "error": error}
 
 
-def _remove_thumbnails(video_id: uuid.UUID, prefix: str) -> None:
-    """This run's thumbnails, when its index was not stored."""
-    with suppress(OSError):
-        for entry in thumbs_dir(video_id).glob(f"{prefix}*"):
-            entry.unlink(missing_ok=True)
-
-
-def _prune_thumbnails(video_id: uuid.UUID, keep: str) -> None:
-    """Once the run named ``keep`` has stored its index: drop every other run's thumbnails
-    (including the folder per attempt that earlier versions wrote)."""
-    with suppress(OSError):
-        for entry in thumbs_dir(video_id).iterdir():
-            if entry.is_dir():
-                shutil.rmtree(entry, ignore_errors=True)
-            elif not entry.name.startswith(keep):
-                entry.unlink(missing_ok=True)
-
-
 def _run(
     claim: jobs.Claim, engine: IndexEngine, window: float | None, stride: float | None, top_k: int
 ) -> dict[str, Any]:
@@ -242,25 +194,15 @@ def _run(
         finally:
             if not request.future.done():
                 withdrawn.set()  # whatever ended the wait (timeout, database error): stop it
-        stored = False
-        prefix = _run_prefix(claim.lease)
-        try:
-            thumbs = _write_thumbnails(claim.video_id, prefix, [c.thumbnail for c in result.clips])
-            clips = [(c.start, c.end, c.top, t) for c, t in zip(result.clips, thumbs, strict=True)]
-            stored = jobs.store(session, claim, engine.meta, clips)
-        finally:
-            if not stored:  # this run's thumbnails belong to no stored index
-                _remove_thumbnails(claim.video_id, prefix)
-        if not stored:
+        clips = [(c.start, c.end, c.top, c.thumbnail) for c in result.clips]
+        if not jobs.store(session, claim, engine.meta, clips):
             raise JobCancelled(f"video {claim.video_id} was withdrawn before its index was stored")
-        # The index is stored: what follows must not fail the job (whose error path would
-        # remove this run's thumbnails, now the stored ones).
-        try:
-            _prune_thumbnails(claim.video_id, prefix)
-            if settings.delete_source_after_index:
+        if settings.delete_source_after_index:
+            # The index is stored: a failure here must not fail (and retry) the job.
+            try:
                 jobs.drop_source(session, claim)
-        except Exception:
-            log.exception("video %s is indexed, but cleaning up after it failed", claim.video_id)
+            except Exception:
+                log.exception("video %s is indexed, but removing its source failed", claim.video_id)
     return {
         "video": str(claim.video_id),
         "outcome": "done",

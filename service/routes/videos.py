@@ -25,7 +25,7 @@ from service import audit, queue, storage
 from service.auth import Principal, require_admin, require_read
 from service.db import driver_cursor, get_session, get_sessionmaker
 from service.ingest import UploadError, receive_multipart
-from service.models import Clip, IdempotencyKey, Model, Video
+from service.models import IdempotencyKey, Model, Video
 from service.problems import Problem, validation_detail
 from service.read_db import SessionReader
 from service.schemas import (
@@ -484,12 +484,11 @@ def delete_video(
 ) -> Response:
     video = session.get(Video, video_id)
     if video is not None:
-        thumbs = list(session.scalars(select(Clip.thumbnail).where(Clip.video_id == video_id)))
         media_file = video.media_file
         session.execute(delete(Video).where(Video.id == video_id))  # cascades to the index
         audit.record(session, principal, "delete", video_id=video_id, request=request, commit=False)
         session.commit()
-        storage.remove_video_files(video_id, media_file, thumbs)
+        storage.remove_video_files(video_id, media_file)
     return Response(status_code=204)
 
 
@@ -558,14 +557,15 @@ def list_clips(
         except SearchError as exc:
             raise Problem(422, str(exc)) from None
     rows = session.execute(
-        text("""SELECT c.idx, c.start, c."end", c.thumbnail,
+        text("""SELECT c.idx, c.start, c."end", t.clip_idx IS NOT NULL AS has_thumbnail,
                        coalesce(json_agg(json_build_array(a.name, s.score) ORDER BY s.rank)
                                 FILTER (WHERE a.id IS NOT NULL), '[]') AS scores
                 FROM clips c
+                LEFT JOIN thumbnails t ON t.video_id = c.video_id AND t.clip_idx = c.idx
                 LEFT JOIN clip_scores s ON s.video_id = c.video_id AND s.clip_idx = c.idx
                 LEFT JOIN actions a ON a.id = s.action_id
                 WHERE c.video_id = :v AND c.idx > :after
-                GROUP BY c.video_id, c.idx ORDER BY c.idx LIMIT :limit"""),
+                GROUP BY c.video_id, c.idx, t.clip_idx ORDER BY c.idx LIMIT :limit"""),
         {"v": video_id, "after": after, "limit": limit + 1},
     ).all()
     items = [
@@ -573,7 +573,9 @@ def list_clips(
             idx=r.idx,
             start=r.start,
             end=r.end,
-            thumbnail_url=f"/videos/{video_id}/clips/{r.idx}/thumbnail" if r.thumbnail else None,
+            thumbnail_url=(
+                f"/videos/{video_id}/clips/{r.idx}/thumbnail" if r.has_thumbnail else None
+            ),
             scores=[ScoreOut(action=n, score=s) for n, s in r.scores],
         )
         for r in rows[:limit]
@@ -628,7 +630,7 @@ def segment_out(s: Any) -> SegmentOut:
         max_score=round(s.max_score, 6),
         mean_score=round(s.mean_score, 6),
         media_url=f"{base}/media#t={s.start:g},{s.end:g}",
-        thumbnail_url=f"{base}/clips/{s.first_clip}/thumbnail" if s.thumbnail else None,
+        thumbnail_url=f"{base}/clips/{s.first_clip}/thumbnail" if s.has_thumbnail else None,
     )
 
 
@@ -728,20 +730,31 @@ def video_media(
 @router.head("/videos/{video_id}/clips/{n}/thumbnail", include_in_schema=False)
 @router.get(
     "/videos/{video_id}/clips/{n}/thumbnail",
-    summary="A clip's thumbnail image",
-    response_class=FileResponse,
+    summary="A clip's thumbnail image (JPEG)",
+    response_class=Response,
+    responses={200: {"content": {"image/jpeg": {}}}},
 )
 def clip_thumbnail(
     video_id: uuid.UUID,
     n: Annotated[int, Path(ge=0, le=10_000_000)],
+    request: Request,
     _: Principal = Depends(require_read),
     session: Session = Depends(get_session),
-) -> FileResponse:
-    clip = session.get(Clip, (video_id, n))
-    if clip is None:
+) -> Response:
+    row = session.execute(
+        text("""SELECT t.jpeg FROM clips c
+                LEFT JOIN thumbnails t ON t.video_id = c.video_id AND t.clip_idx = c.idx
+                WHERE c.video_id = :v AND c.idx = :n"""),
+        {"v": video_id, "n": n},
+    ).one_or_none()
+    if row is None:
         raise Problem(404, f"video {video_id} has no clip {n}")
-    path = storage.inside_media(clip.thumbnail)
-    if path is None:
+    if row.jpeg is None:
         raise Problem(404, f"clip {n} has no thumbnail")
-    media = "image/png" if path.suffix.lower() == ".png" else "image/jpeg"
-    return FileResponse(path, media_type=media)
+    # A reindex replaces the image under the same URL: the ETag, not a max-age, lets clients
+    # cache it.
+    etag = f'"{hashlib.blake2b(row.jpeg, digest_size=12).hexdigest()}"'
+    headers = {"ETag": etag, "Cache-Control": "private, no-cache"}
+    if etag in (request.headers.get("if-none-match") or ""):
+        return Response(status_code=304, headers=headers)
+    return Response(bytes(row.jpeg), media_type="image/jpeg", headers=headers)

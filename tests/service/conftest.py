@@ -94,12 +94,7 @@ def seed_video(db: Session, media_root: Path) -> SeedVideo:
         db.commit()
         clips = []
         for i, pairs in enumerate(scores):
-            thumb = None
-            if thumbnails:
-                folder = media_root / "thumbs" / str(vid)
-                folder.mkdir(parents=True, exist_ok=True)
-                (folder / f"{i}.jpg").write_bytes(b"\xff\xd8\xff" + bytes([i % 256]))
-                thumb = f"thumbs/{vid}/{i}.jpg"
+            thumb = b"\xff\xd8\xff" + bytes([i % 256]) if thumbnails else None
             clips.append((i * clip_seconds, (i + 1) * clip_seconds, list(pairs), thumb))
         replace_video_index(db, vid, model or FakeModel(), clips)
         return vid

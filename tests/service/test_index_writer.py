@@ -117,7 +117,7 @@ def test_scores_name_their_actions_and_repeats_keep_the_first(
     db.commit()
     vid = seed_video([[("idle", 0.5)]])
     clips = [
-        (0.0, 1.0, [("running", 0.6), ("dancing", 0.3), ("running", 0.1)], "thumbs/x/a1-0.jpg"),
+        (0.0, 1.0, [("running", 0.6), ("dancing", 0.3), ("running", 0.1)], b"\xff\xd8jpeg"),
         (1.0, 2.0, [("washing hands", 0.9)], None),
     ]
     assert replace_video_index(db, vid, FakeModel(), clips) == 2
@@ -133,10 +133,15 @@ def test_scores_name_their_actions_and_repeats_keep_the_first(
         (1, "demo", "washing hands", 1, 0.9),
     ]
     stored = db.execute(
-        text('SELECT idx, start, "end", thumbnail FROM clips WHERE video_id = :v ORDER BY idx'),
+        text("""SELECT c.idx, c.start, c."end", t.jpeg FROM clips c
+                LEFT JOIN thumbnails t ON t.video_id = c.video_id AND t.clip_idx = c.idx
+                WHERE c.video_id = :v ORDER BY c.idx"""),
         {"v": vid},
     ).all()
-    assert [tuple(r) for r in stored] == [(0, 0.0, 1.0, "thumbs/x/a1-0.jpg"), (1, 1.0, 2.0, None)]
+    assert [tuple(r) for r in stored] == [(0, 0.0, 1.0, b"\xff\xd8jpeg"), (1, 1.0, 2.0, None)]
+    with pytest.raises(IndexDataError, match="clip 0: a thumbnail is JPEG bytes"):
+        replace_video_index(db, vid, FakeModel(), [(0.0, 1.0, [("idle", 0.5)], "a/path.jpg")])
+    assert db.scalar(text("SELECT count(*) FROM thumbnails WHERE video_id = :v"), {"v": vid}) == 1
 
 
 def test_an_empty_result_clears_the_index(db: Session, seed_video: SeedVideo) -> None:

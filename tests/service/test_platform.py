@@ -104,7 +104,7 @@ def test_retention_expires_old_videos(db: Session, seed_video: SeedVideo, media_
     assert db.scalar(text("SELECT count(*) FROM videos WHERE id=:v"), {"v": old}) == 0
     assert db.scalar(text("SELECT count(*) FROM videos WHERE id=:v"), {"v": new}) == 1
     assert not (media_root / f"{old}.mp4").exists()
-    assert not (media_root / "thumbs" / str(old)).exists()
+    assert db.scalar(text("SELECT count(*) FROM thumbnails WHERE video_id=:v"), {"v": old}) == 0
     assert expire_videos(db, now=datetime.now(UTC) + timedelta(days=30), days=7) == 1
 
 
@@ -116,3 +116,75 @@ def test_nul_character_is_a_client_error(vcat_env: dict[str, str]) -> None:
     assert response.status_code == 422, response.text
     assert response.headers["content-type"].startswith("application/problem+json")
     assert "NUL" in response.json()["detail"]
+
+
+@pytest.mark.db
+def test_thumbnail_files_move_into_postgres_and_back(media_root: Path, database_url: str) -> None:
+    """Migration 0005 reads each thumbnail file into ``thumbnails``; downgrade writes them out."""
+    engine = create_engine(database_url)
+    vid, model = uuid.uuid4(), f"m-{uuid.uuid4().hex[:8]}"
+    folder = media_root / "thumbs" / str(vid)
+    try:
+        migrate.downgrade(database_url, "0004")
+        folder.mkdir(parents=True)
+        (folder / "c1-ab-000000.jpg").write_bytes(b"\xff\xd8 clip 0")  # clip 1's file is gone
+        with engine.begin() as conn:
+            conn.execute(text("INSERT INTO videos (id, source, size, status) "
+                              "VALUES (:v, 'upload', 1, 'done')"), {"v": vid})  # fmt: skip
+            action = conn.scalar(
+                text("WITH m AS (INSERT INTO models (name, version, num_labels) "
+                     "VALUES (:m, '1', 1) RETURNING id) "
+                     "INSERT INTO actions (model_id, idx, name) SELECT id, 0, 'x' FROM m "
+                     "RETURNING id"),
+                {"m": model},
+            )  # fmt: skip
+            for idx, thumb in enumerate((f"thumbs/{vid}/c1-ab-000000.jpg",
+                                         f"thumbs/{vid}/c1-ab-000001.jpg", None)):  # fmt: skip
+                conn.execute(
+                    text('INSERT INTO clips (video_id, idx, start, "end", thumbnail) '
+                         "VALUES (:v, :i, :i, :i + 1, :t)"),
+                    {"v": vid, "i": idx, "t": thumb},
+                )  # fmt: skip
+                conn.execute(
+                    text('INSERT INTO segments (video_id, action_id, first_clip, last_clip, clips, '
+                         'start, "end", max_score, mean_score, threshold, thumbnail, '
+                         "video_created) VALUES (:v, :a, :i, :i, 1, :i, :i + 1, 0.9, 0.9, 0.5, "
+                         ":t, now())"),
+                    {"v": vid, "a": action, "i": idx, "t": thumb},
+                )  # fmt: skip
+        migrate.upgrade(database_url, "head")
+
+        def moved() -> list[tuple[int, bytes | None, bool]]:
+            with engine.connect() as conn:
+                return [(i, None if j is None else bytes(j), has) for i, j, has in conn.execute(
+                    text("""SELECT c.idx, t.jpeg, s.has_thumbnail FROM clips c
+                            LEFT JOIN thumbnails t ON t.video_id = c.video_id AND t.clip_idx = c.idx
+                            JOIN segments s ON s.video_id = c.video_id AND s.first_clip = c.idx
+                            WHERE c.video_id = :v ORDER BY c.idx"""), {"v": vid})]  # fmt: skip
+
+        assert moved() == [(0, b"\xff\xd8 clip 0", True), (1, None, False), (2, None, False)]
+
+        migrate.downgrade(database_url, "0004")  # written back out as files
+        with engine.connect() as conn:
+            paths = conn.execute(
+                text("SELECT c.thumbnail, s.thumbnail FROM clips c JOIN segments s "
+                     "ON s.video_id = c.video_id AND s.first_clip = c.idx "
+                     "WHERE c.video_id = :v ORDER BY c.idx"), {"v": vid}
+            ).all()  # fmt: skip
+        written = f"thumbs/{vid}/c0-0005-000000.jpg"
+        assert [tuple(p) for p in paths] == [(written, written), (None, None), (None, None)]
+        assert (media_root / written).read_bytes() == b"\xff\xd8 clip 0"
+
+        # Without the media directory the upgrade refuses, rather than drop every thumbnail.
+        (media_root / "thumbs").rename(media_root / "elsewhere")
+        with pytest.raises(RuntimeError, match="run `vcat migrate` where the media directory"):
+            migrate.upgrade(database_url, "head")
+        (media_root / "elsewhere").rename(media_root / "thumbs")
+        migrate.upgrade(database_url, "head")
+        assert moved() == [(0, b"\xff\xd8 clip 0", True), (1, None, False), (2, None, False)]
+    finally:
+        migrate.upgrade(database_url, "head")
+        with engine.begin() as conn:
+            conn.execute(text("DELETE FROM videos WHERE id = :v"), {"v": vid})
+            conn.execute(text("DELETE FROM models WHERE name = :m"), {"m": model})
+        engine.dispose()

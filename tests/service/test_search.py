@@ -208,7 +208,26 @@ def test_video_timeline_and_clips(client: TestClient, seed_video: SeedVideo) -> 
     assert [c["idx"] for c in rest["items"]] == [2] and rest["next_cursor"] is None
     thumb = client.get(f"/videos/{vid}/clips/1/thumbnail")
     assert thumb.status_code == 200 and thumb.content == b"\xff\xd8\xff\x01"
+    assert thumb.headers["content-type"] == "image/jpeg"
+    etag = thumb.headers["etag"]
+    again = client.get(f"/videos/{vid}/clips/1/thumbnail", headers={"If-None-Match": etag})
+    assert again.status_code == 304 and again.content == b""
+    other = client.get(f"/videos/{vid}/clips/2/thumbnail", headers={"If-None-Match": etag})
+    assert other.status_code == 200 and other.content == b"\xff\xd8\xff\x02"
     assert client.get(f"/videos/{vid}/clips/9/thumbnail").status_code == 404
+    # Without thumbnails: no URLs, at the stored threshold and at any other (computed live).
+    bare = seed_video([[(J, 0.9)], [(J, 0.8)]])
+    for params in ({}, {"min_score": 0.3}):
+        items = client.get(f"/videos/{bare}/segments", params=params).json()["items"]
+        assert [s["thumbnail_url"] for s in items] == [None]
+    live = client.get(f"/videos/{vid}/segments", params={"min_score": 0.3}).json()["items"]
+    assert live[0]["thumbnail_url"] == f"/videos/{vid}/clips/0/thumbnail"
+    assert [c["thumbnail_url"] for c in client.get(f"/videos/{bare}/clips").json()["items"]] == [
+        None,
+        None,
+    ]
+    missing = client.get(f"/videos/{bare}/clips/0/thumbnail")
+    assert missing.status_code == 404 and missing.json()["detail"] == "clip 0 has no thumbnail"
 
 
 @pytest.mark.parametrize("sort", ["score", "time"])

@@ -16,7 +16,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy import func, select, text
 from sqlalchemy.orm import Session
 
-from service.models import Clip, ClipScore, Video
+from service.models import Clip, ClipScore, Thumbnail, Video
 from tests import videos as test_videos
 from tests.service.conftest import SeedVideo, queued, upload
 
@@ -201,9 +201,12 @@ def test_delete_cascades_and_is_idempotent(
 ) -> None:
     vid = seed_video([[("dancing", 0.9)], [("dancing", 0.8)]], thumbnails=True)
     keep = seed_video([[("dancing", 0.9)]])
-    assert (media_root / "thumbs" / str(vid) / "0.jpg").exists()
+    legacy = media_root / "thumbs" / str(vid)  # thumbnail files from before migration 0005
+    legacy.mkdir(parents=True)
+    (legacy / "c1-abcd-000000.jpg").write_bytes(b"\xff\xd8\xff")
+    assert client.get(f"/videos/{vid}/clips/1/thumbnail").status_code == 200
     assert client.delete(f"/videos/{vid}").status_code == 204
-    for model in (Clip, ClipScore):
+    for model in (Clip, ClipScore, Thumbnail):
         assert db.scalar(select(func.count()).select_from(model).where(model.video_id == vid)) == 0
     assert db.scalar(text("SELECT count(*) FROM video_actions WHERE video_id=:v"), {"v": vid}) == 0
     assert not (media_root / f"{vid}.mp4").exists()

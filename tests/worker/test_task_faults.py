@@ -68,14 +68,22 @@ def row(db: Session, vid: uuid.UUID) -> Any:
     ).one()
 
 
-def thumbs(media_root: Path, vid: uuid.UUID) -> list[str]:
-    folder = media_root / "thumbs" / str(vid)
-    return sorted(str(p.relative_to(folder)) for p in folder.rglob("*.jpg"))
+def stored_thumbs(db: Session, vid: uuid.UUID) -> list[bytes]:
+    """The stored index's thumbnails, one JPEG per clip (a clip without one fails here)."""
+    db.expire_all()
+    rows = db.execute(
+        text("""SELECT t.jpeg FROM clips c
+                LEFT JOIN thumbnails t ON t.video_id = c.video_id AND t.clip_idx = c.idx
+                WHERE c.video_id = :v ORDER BY c.idx"""),
+        {"v": vid},
+    ).scalars()
+    jpegs = [bytes(j) for j in rows]
+    assert all(j.startswith(b"\xff\xd8") for j in jpegs)
+    return jpegs
 
 
-def stored_thumbs(db: Session, vid: uuid.UUID) -> list[str]:
-    return list(db.scalars(text("SELECT thumbnail FROM clips WHERE video_id = :v ORDER BY idx"),
-                           {"v": vid}))  # fmt: skip
+def no_thumbnail_files(media_root: Path) -> bool:
+    return not (media_root / "thumbs").exists()
 
 
 @pytest.fixture
@@ -180,9 +188,9 @@ def test_a_stale_attempt_never_touches_the_stored_thumbnails(
     release.set()
     thread.join()
     assert first["outcome"] == "cancelled"
-    stored = stored_thumbs(db, vid)
-    assert stored and all((media_root / p).is_file() for p in stored)
-    assert len(thumbs(media_root, vid)) == len(stored)  # attempt 1 left nothing either
+    assert len(stored_thumbs(db, vid)) == 8  # attempt 2's: 8 s at a 1 s stride
+    assert db.scalar(text("SELECT count(*) FROM thumbnails WHERE video_id = :v"), {"v": vid}) == 8
+    assert no_thumbnail_files(media_root)
 
 
 def test_reindex_to_fewer_clips_leaves_no_old_thumbnails(
@@ -191,16 +199,13 @@ def test_reindex_to_fewer_clips_leaves_no_old_thumbnails(
     engines["fake"] = make_engine()
     vid = make_row(db, media_root, 6)
     run_task(vid, stride=0.5)
+    assert len(stored_thumbs(db, vid)) == 11  # 6 s, 1 s windows at a 0.5 s stride
     db.execute(text("UPDATE videos SET status = 'queued' WHERE id = :v"), {"v": vid})
     db.commit()
-    # what an earlier version left: a folder per attempt
-    legacy = media_root / "thumbs" / str(vid) / "a1"
-    legacy.mkdir()
-    (legacy / "000000.jpg").write_bytes(b"old")
     assert run_task(vid, stride=3.0)["outcome"] == "done"
-    assert len(thumbs(media_root, vid)) == len(stored_thumbs(db, vid)) == 3  # stride 0.5: 12
-    assert not legacy.exists()
-    assert all(p.startswith(f"thumbs/{vid}/c2-") for p in stored_thumbs(db, vid))
+    assert len(stored_thumbs(db, vid)) == 3
+    assert db.scalar(text("SELECT count(*) FROM thumbnails WHERE video_id = :v"), {"v": vid}) == 3
+    assert no_thumbnail_files(media_root)
 
 
 def test_a_store_that_cannot_succeed_fails_at_once_and_cleans_up(
@@ -215,7 +220,8 @@ def test_a_store_that_cannot_succeed_fails_at_once_and_cleans_up(
     assert run_task(vid)["outcome"] == "failed"
     status, attempts, error, _ = row(db, vid)
     assert (status, attempts) == ("failed", 1) and "other labels" in error
-    assert thumbs(media_root, vid) == []
+    assert db.scalar(text("SELECT count(*) FROM thumbnails WHERE video_id = :v"), {"v": vid}) == 0
+    assert no_thumbnail_files(media_root)
 
 
 def test_two_jobs_registering_a_new_model_both_store(db: Session, seed_video: SeedVideo) -> None:
@@ -269,8 +275,7 @@ def test_a_cleanup_error_after_the_store_keeps_the_stored_thumbnails(
     monkeypatch.setattr(jobs, "drop_source", broken)
     vid = make_row(db, media_root, 3)
     assert run_task(vid)["outcome"] == "done"
-    stored = stored_thumbs(db, vid)
-    assert stored and all((media_root / p).is_file() for p in stored)
+    assert row(db, vid).status == "done" and len(stored_thumbs(db, vid)) == 3
 
 
 def test_a_reindex_that_fails_keeps_the_stored_thumbnails_and_one_that_succeeds_replaces_them(
@@ -293,11 +298,8 @@ def test_a_reindex_that_fails_keeps_the_stored_thumbnails_and_one_that_succeeds_
     with monkeypatch.context() as patch:
         patch.setattr(jobs, "store", lambda *a: (_ for _ in ()).throw(IndexDataError("boom")))
         assert run_task(vid, stride=3.0)["outcome"] == "failed"
-    assert stored_thumbs(db, vid) == first  # the failed run wrote elsewhere
-    assert all((media_root / p).is_file() for p in first)
-    assert len(thumbs(media_root, vid)) == len(first)
+    assert len(first) == 11 and stored_thumbs(db, vid) == first  # the failed run wrote nothing
     reindex()
     assert run_task(vid, stride=3.0)["outcome"] == "done"
-    stored = stored_thumbs(db, vid)
-    assert len(stored) == 3 and all((media_root / p).is_file() for p in stored)
-    assert len(thumbs(media_root, vid)) == 3  # the first index's 12 are gone
+    assert len(stored_thumbs(db, vid)) == 3  # the first index's 11 are gone
+    assert no_thumbnail_files(media_root)
