@@ -212,6 +212,9 @@ def test_video_timeline_and_clips(client: TestClient, seed_video: SeedVideo) -> 
     etag = thumb.headers["etag"]
     again = client.get(f"/videos/{vid}/clips/1/thumbnail", headers={"If-None-Match": etag})
     assert again.status_code == 304 and again.content == b""
+    assert again.headers["etag"] == etag
+    any_tag = client.get(f"/videos/{vid}/clips/1/thumbnail", headers={"If-None-Match": "*"})
+    assert any_tag.status_code == 304
     other = client.get(f"/videos/{vid}/clips/2/thumbnail", headers={"If-None-Match": etag})
     assert other.status_code == 200 and other.content == b"\xff\xd8\xff\x02"
     assert client.get(f"/videos/{vid}/clips/9/thumbnail").status_code == 404
