@@ -758,4 +758,4 @@ def clip_thumbnail(
     wanted = request.headers.get("if-none-match") or ""
     if etag in wanted or wanted.strip() == "*":
         return Response(status_code=304, headers=headers)
-    return Response(bytes(row.jpeg), media_type="image/jpeg", headers=headers)
+    return Response(row.jpeg, media_type="image/jpeg", headers=headers)
