@@ -12,7 +12,7 @@ Data model, for the API and the worker that fills it:
 - ``clips``: the windows a video was cut into, keyed (video_id, idx) with idx 0, 1, 2, ... in time
   order.
 - ``thumbnails``: a JPEG of each clip's middle sampled frame, written in the index's
-  transaction (a file per clip cost more than the rest of a short video's store).
+  transaction (migration 0005 says why they are not files).
 - ``clip_scores``: the top-k (action, score) per clip, score a probability in [0, 1]. ``video_id``
   and ``clip_idx`` are stored (not a surrogate clip id) so search reads one index only.
 - ``segments``: runs of consecutive clips scoring >= the default threshold, per (video, action),

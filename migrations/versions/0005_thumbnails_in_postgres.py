@@ -1,10 +1,9 @@
 """Clip thumbnails move from files into Postgres (``thumbnails``, one JPEG per clip).
 
-A thumbnail file per clip cost the worker more CPU than any other part of storing a short
-video's index: creating a file is the expensive part of writing one (about 0.7 ms each on the
-ext4 volume we measure on, against 13 us for a row), and a 10-minute video has 480 clips. A row
-is also written in the index's own transaction, so a stale or failed run can never leave
-thumbnails behind or remove the stored ones, and deleting a video takes its thumbnails with it.
+A row is written in the index's own transaction, so a stale or failed run can never leave
+thumbnails behind or remove the stored ones (no more run prefixes and pruning), deleting a video
+takes its thumbnails with it, and a ``pg_dump`` holds them. The worker no longer creates a file
+per clip (480 for a 10-minute video) and a folder per video.
 
 ``clips.thumbnail`` (a file path) goes; a clip has a thumbnail when it has a ``thumbnails`` row.
 ``segments.thumbnail`` (a copy of the first clip's path) becomes ``has_thumbnail``.
