@@ -26,6 +26,7 @@ from pathlib import Path
 import sqlalchemy as sa
 from alembic import op
 
+from service.storage import inside_media
 from vcat.settings import get_settings
 
 revision: str = "0005"
@@ -82,8 +83,8 @@ def _import_files(conn: sa.Connection) -> None:
     for rows in result.partitions():
         batch = []
         for video_id, idx, relative in rows:
-            path = (root / relative).resolve()
-            if not path.is_relative_to(root) or not path.is_file():
+            path = inside_media(relative)
+            if path is None:
                 continue  # already missing (or outside the media directory): never served
             batch.append({"video_id": video_id, "clip_idx": idx, "jpeg": path.read_bytes()})
         if batch:
