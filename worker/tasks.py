@@ -10,8 +10,10 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Iterator
 from concurrent.futures import TimeoutError as FutureTimeout
-from contextlib import suppress
+from contextlib import ExitStack, contextmanager, suppress
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +32,18 @@ log = logging.getLogger(__name__)
 HEARTBEAT_SECONDS = 2.0
 PRODUCERS = 2  # decode threads per engine
 
-_engines: dict[str, IndexEngine] = {}
+
+@dataclass(eq=False)
+class _Loaded:
+    """A warm engine, the copy of the model it was loaded from, and the jobs using it."""
+
+    engine: IndexEngine
+    source: tuple[str, int, int] | None
+    users: int = 0
+    retired: bool = False  # replaced by a newer copy: closes when its last job ends
+
+
+_engines: dict[str, _Loaded] = {}
 _engines_lock = threading.Lock()
 
 
@@ -38,18 +51,60 @@ class ModelUnavailable(RuntimeError):
     """The requested model is neither in the store nor bundled."""
 
 
-def get_engine(name: str) -> IndexEngine:
-    """The process's engine for model ``name``, loaded on first use and kept warm."""
+@contextmanager
+def engine_for(name: str) -> Iterator[IndexEngine]:
+    """The process's engine for model ``name``, loaded on first use and kept warm.
+
+    A model imported again under the same name (``vcat models import`` replaces its directory)
+    is loaded afresh for the next job; jobs already running finish on the copy they started
+    with, and that engine closes after the last of them."""
+    loaded = _acquire(name)
+    try:
+        yield loaded.engine
+    finally:
+        with _engines_lock:
+            loaded.users -= 1
+            idle = loaded.retired and loaded.users == 0
+        if idle:
+            loaded.engine.close()
+
+
+def _acquire(name: str) -> _Loaded:
+    source = _source(name)
     with _engines_lock:
-        engine = _engines.get(name)
-        if engine is None:
-            engine = _engines[name] = _load_engine(name)
-        return engine
+        loaded = _engines.get(name)
+        if loaded is not None and loaded.source != source:
+            del _engines[name]  # replaced or removed: no new job gets this copy
+            loaded.retired = True
+            if loaded.users == 0:
+                loaded.engine.close()  # before the new copy loads: one model in memory
+            loaded = None
+        if loaded is None:
+            # Loading holds the lock: the jobs behind it want this model too.
+            loaded = _engines[name] = _Loaded(_load_engine(name), source)
+        loaded.users += 1
+    return loaded
+
+
+def _source(name: str) -> tuple[str, int, int] | None:
+    """Which copy of model ``name`` a job would load now: its directory and the inode and
+    mtime of its metadata file (a re-import renames a new directory into place). None when
+    the name resolves to nothing; loading then fails with the reason."""
+    from worker.models import resolve_model
+    from worker.tsm.store import META_FILE, StoreError
+
+    try:
+        path = resolve_model(name)
+        stat = (path / META_FILE).stat()
+    except (StoreError, OSError):
+        return None
+    return str(path), stat.st_ino, stat.st_mtime_ns
 
 
 def engines() -> list[IndexEngine]:
+    """The current engine of each model loaded (not those finishing their last jobs)."""
     with _engines_lock:
-        return list(_engines.values())
+        return [loaded.engine for loaded in _engines.values()]
 
 
 def _load_engine(name: str) -> IndexEngine:
@@ -113,13 +168,26 @@ def index_video(
     stride: float | None = None,
     top_k: int = 5,
 ) -> dict[str, Any]:
+    with ExitStack() as using:  # the engines this job uses, released when it ends
+        return _index(self, using, video_id, model, window, stride, top_k)
+
+
+def _index(
+    task: Any,
+    using: ExitStack,
+    video_id: str,
+    model: str | None,
+    window: float | None,
+    stride: float | None,
+    top_k: int,
+) -> dict[str, Any]:
     settings = get_settings()
     # Load (or find warm) the model before claiming: a slow first load must not look like a
     # silent, lost job to the reconciler.
     asked = model or settings.default_model
     engine: IndexEngine | ModelUnavailable
     try:
-        engine = get_engine(asked)
+        engine = using.enter_context(engine_for(asked))
     except ModelUnavailable as exc:
         engine = exc
     with _session() as session:
@@ -138,7 +206,7 @@ def index_video(
     top_k = int(opts.get("top_k") or top_k)
     try:
         if wanted != asked:
-            engine = get_engine(wanted)
+            engine = using.enter_context(engine_for(wanted))
         if isinstance(engine, ModelUnavailable):
             raise engine
         return _run(claim, engine, window, stride, top_k)
@@ -154,7 +222,7 @@ def index_video(
         with _session() as session:
             again = jobs.fail(session, claim, error, retry=True, max_attempts=settings.max_attempts)
         if again:
-            raise self.retry(countdown=min(60, 5 * claim.attempt), max_retries=None) from exc
+            raise task.retry(countdown=min(60, 5 * claim.attempt), max_retries=None) from exc
         return {"video": video_id, "outcome": "failed", "error": error}
 
 

@@ -5,10 +5,12 @@ returns zeros), against the test database and real video files."""
 
 from __future__ import annotations
 
+import shutil
 import threading
 import time
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -93,12 +95,13 @@ def engines(db: Session, monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, 
 
     table: dict[str, IndexEngine] = {}
 
-    def get_engine(name: str) -> IndexEngine:
+    @contextmanager
+    def engine_for(name: str) -> Iterator[IndexEngine]:
         if name not in table:
             raise tasks.ModelUnavailable(f"no model {name!r}")
-        return table[name]
+        yield table[name]
 
-    monkeypatch.setattr(tasks, "get_engine", get_engine)
+    monkeypatch.setattr(tasks, "engine_for", engine_for)
     monkeypatch.setattr(tasks, "HEARTBEAT_SECONDS", 0.3)
     yield table
     for engine in table.values():
@@ -123,6 +126,70 @@ def test_the_row_not_the_message_says_how_to_index(
     assert run_task(vid, model="fake", stride=1.0)["outcome"] == "done"
     assert row(db, vid).model_name == "bigger"
     assert len(stored_thumbs(db, vid)) == 3  # 6 s at stride 3 (and the tail); stride 1: 6
+
+
+def test_a_model_imported_again_serves_the_next_job(
+    db: Session, media_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The warm engine is kept while the model's files stay the same; `vcat models import`
+    under the same name (a new directory renamed into place) loads the new copy for the next
+    job, and the old engine closes once the last job using it ends."""
+    import worker.tasks as tasks
+    from worker.models import resolve_model
+    from worker.tsm.store import META_FILE, StoreError
+
+    store = tmp_path / "models"
+    monkeypatch.setenv("VCAT_MODEL_DIR", str(store))
+    get_settings.cache_clear()
+    monkeypatch.setattr(tasks, "_engines", {})
+    loaded: list[IndexEngine] = []
+
+    def load(name: str) -> IndexEngine:  # the real loader's checks, a fake model
+        try:
+            resolve_model(name)
+        except StoreError as exc:
+            raise tasks.ModelUnavailable(str(exc)) from None
+        meta = ModelMeta(**{**META.__dict__, "version": str(len(loaded) + 1)})
+        loaded.append(make_engine(meta=meta))
+        return loaded[-1]
+
+    def import_model() -> None:  # as worker.tsm.store.save_model replaces a model
+        incoming = store / ".fake.new"
+        incoming.mkdir(parents=True)
+        (incoming / META_FILE).write_text("{}")
+        if (store / "fake").exists():
+            shutil.rmtree(store / "fake")
+        incoming.rename(store / "fake")
+
+    def stored_version(vid: uuid.UUID) -> str:
+        return str(db.scalar(
+            text("SELECT m.version FROM videos v JOIN models m ON m.id = v.model_id "
+                 "WHERE v.id = :v"), {"v": vid},
+        ))  # fmt: skip
+
+    monkeypatch.setattr(tasks, "_load_engine", load)
+    try:
+        import_model()
+        first, second = (make_row(db, media_root, 2) for _ in range(2))
+        assert run_task(first)["outcome"] == run_task(second)["outcome"] == "done"
+        assert len(loaded) == 1  # kept warm between jobs
+        with tasks.engine_for("fake") as running:  # a job still running on the first copy
+            import_model()
+            third = make_row(db, media_root, 2)
+            assert run_task(third)["outcome"] == "done"
+            assert len(loaded) == 2 and running is loaded[0]
+            assert running._thread.is_alive()  # not closed under the running job
+        assert not loaded[0]._thread.is_alive()  # closed when that job ended
+        assert tasks.engines() == [loaded[1]]
+        assert [stored_version(v) for v in (first, second, third)] == ["1", "1", "2"]
+        shutil.rmtree(store / "fake")  # removed: the next job fails, saying so
+        gone = make_row(db, media_root, 2)
+        assert run_task(gone)["outcome"] == "failed"
+        assert "no model named 'fake'" in row(db, gone).error
+        assert tasks.engines() == [] and not loaded[1]._thread.is_alive()  # and its engine went
+    finally:
+        for engine in loaded:
+            engine.close()
 
 
 def test_an_engine_that_cannot_start_fails_the_job(

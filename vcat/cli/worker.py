@@ -127,9 +127,10 @@ def _warm_up() -> None:
     """Load the default model before the first job asks for it."""
     import logging
 
-    from worker.tasks import get_engine
+    from worker.tasks import engine_for
 
     try:
-        get_engine(get_settings().default_model)
+        with engine_for(get_settings().default_model):
+            pass
     except Exception as exc:  # a missing model fails its jobs with a clear error; keep running
         logging.getLogger("vcat.worker").error("could not load the default model: %s", exc)
