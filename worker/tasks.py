@@ -40,7 +40,7 @@ class _Loaded:
     engine: IndexEngine
     source: tuple[str, int, int] | None
     users: int = 0
-    retired: bool = False  # replaced by a newer copy: closes when its last job ends
+    retired: bool = False  # replaced or removed: closes when its last job ends
 
 
 _engines: dict[str, _Loaded] = {}
