@@ -15,6 +15,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
+from typing import cast
 
 import av
 import numpy as np
@@ -309,6 +310,7 @@ def _sample(
     by_index = {w.index: w for w in windows}
     slots: dict[int, list[np.ndarray | None]] = {}
     slot_times: dict[int, list[float]] = {}
+    missing = {w.index: len(w.times) for w in windows}  # targets of each window not yet filled
     next_target = 0
     next_emit = 0  # windows are emitted in index order
     order = [w.index for w in windows]
@@ -321,26 +323,26 @@ def _sample(
     prev: tuple[float, av.VideoFrame] | None = None
     clock: int | Fraction = 0  # ``start`` of ``prev``
 
-    def assign(upto: float, frame_time: float, frame: av.VideoFrame) -> None:
-        """Give ``frame`` to every pending target before ``upto``."""
+    def assign(upto: float, frame_time: float, frame: av.VideoFrame) -> bool:
+        """Give ``frame`` to every pending target before ``upto``; whether any took it."""
         nonlocal next_target
         stop = bisect.bisect_left(target_times, upto - EPS, lo=next_target)
         if stop == next_target:
-            return
+            return False
         assert geometry is not None
         rgb = geometry.apply(frame)
         stats.frames_converted += 1
         for _, w_index, i in targets[next_target:stop]:
             slots.setdefault(w_index, [None] * len(by_index[w_index].times))[i] = rgb
             slot_times.setdefault(w_index, [0.0] * len(by_index[w_index].times))[i] = frame_time
+            missing[w_index] -= 1
         next_target = stop
+        return True
 
     def full(w_index: int) -> list[np.ndarray] | None:
-        got = slots.get(w_index)
-        if got is None or any(f is None for f in got):
+        if missing[w_index]:
             return None
-        del slots[w_index]
-        return [f for f in got if f is not None]
+        return cast(list[np.ndarray], slots.pop(w_index))
 
     def ready() -> Iterator[ClipFrames]:
         nonlocal next_emit
@@ -371,15 +373,14 @@ def _sample(
                 frame.width, frame.height, round(frame.rotation) % 360, resize_short, crop
             )
         stats.frames_decoded += 1
-        if prev is None:
-            assign(t, t, frame)  # targets before the first frame get the first frame
-        else:
-            assign(t, *prev)
+        # (targets before the first frame get the first frame)
+        took = assign(t, t, frame) if prev is None else assign(t, *prev)
         prev, clock = (t, frame), start
         stats.last_time = t
-        yield from ready()
-        if next_target == len(targets):
-            return  # everything sampled: stop decoding early
+        if took:  # only a frame given to some target can complete a window
+            yield from ready()
+            if next_target == len(targets):
+                return  # everything sampled: stop decoding early
     if prev is None:
         raise VideoError(path, "no_frames")
     last_t, last_frame = prev
