@@ -70,8 +70,10 @@ def engine_for(name: str) -> Iterator[IndexEngine]:
 
 
 def _acquire(name: str) -> _Loaded:
-    source = _source(name)
     with _engines_lock:
+        # Looked at under the lock: a job that looked before a re-import must not replace the
+        # copy that a job after it has just loaded.
+        source = _source(name)
         loaded = _engines.get(name)
         if loaded is not None and loaded.source != source:
             del _engines[name]  # replaced or removed: no new job gets this copy
