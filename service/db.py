@@ -2,17 +2,23 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from functools import lru_cache
 from typing import Any, cast
 
 import psycopg
-from sqlalchemy import Connection, Engine, create_engine
+from sqlalchemy import Connection, Engine, create_engine, event
+from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.orm import Session, sessionmaker
 
 from vcat.settings import get_settings
 
 CONNECT_TIMEOUT = 5  # seconds
+# A pooled connection is tested (a round trip) before use only when it has been idle this long:
+# one that came back from a request a moment ago was working then, and testing every checkout
+# (SQLAlchemy's pool_pre_ping) cost each upload, poll and job a round trip of CPU on both sides.
+PING_AFTER_IDLE = 1.0  # seconds
 
 
 def normalize_database_url(url: str) -> str:
@@ -24,13 +30,39 @@ def normalize_database_url(url: str) -> str:
 
 
 def make_engine(url: str) -> Engine:
-    return create_engine(
+    engine = create_engine(
         normalize_database_url(url),
         pool_size=10,
+        pool_use_lifo=True,  # the connection used last goes out first: the rest idle, and are tested
         max_overflow=20,
-        pool_pre_ping=True,
         connect_args={"connect_timeout": CONNECT_TIMEOUT},
     )
+    ping_when_idle(engine, PING_AFTER_IDLE)
+    return engine
+
+
+def ping_when_idle(engine: Engine, after: float) -> None:
+    """Test a pooled connection at checkout if it has been idle ``after`` seconds or more; a
+    dead one (the server restarted, a proxy cut it) is replaced before anyone uses it.
+
+    A connection that fails while in use is not covered, and needs no ping: SQLAlchemy
+    invalidates it and every connection pooled before the failure, so none of them is handed
+    out again."""
+
+    @event.listens_for(engine, "checkin")
+    def returned(_: Any, record: Any) -> None:
+        record.info["returned"] = time.monotonic()
+
+    @event.listens_for(engine, "checkout")
+    def checked_out(dbapi_connection: Any, record: Any, _: Any) -> None:
+        since = record.info.pop("returned", None)
+        if since is None or time.monotonic() - since < after:
+            return  # just connected, or working a moment ago
+        try:
+            engine.dialect.do_ping(dbapi_connection)
+        except Exception as exc:
+            # the pool discards this connection and checks out (or opens) another
+            raise DisconnectionError(f"pooled connection is dead: {exc}") from exc
 
 
 def database_url() -> str:

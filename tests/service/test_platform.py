@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import time
 import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import psycopg
 import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import create_engine, inspect, text
 from sqlalchemy.orm import Session
 
+from service import db as db_module
 from service.retention import expire_videos
 from tests.service.conftest import FakeModel, SeedVideo
 from vcat import migrate
@@ -187,4 +190,37 @@ def test_thumbnail_files_move_into_postgres_and_back(media_root: Path, database_
         with engine.begin() as conn:
             conn.execute(text("DELETE FROM videos WHERE id = :v"), {"v": vid})
             conn.execute(text("DELETE FROM models WHERE name = :m"), {"m": model})
+        engine.dispose()
+
+
+def test_pooled_connections_are_tested_only_after_idling(
+    database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A connection back from use a moment ago is handed out untested (no round trip); one idle
+    for PING_AFTER_IDLE is tested first, and a dead one is replaced, unseen by its user."""
+    monkeypatch.setattr(db_module, "PING_AFTER_IDLE", 0.3)
+    engine = db_module.make_engine(database_url)
+    pings: list[object] = []
+    ping = engine.dialect.do_ping
+
+    def counted(dbapi_connection: object) -> bool:
+        pings.append(dbapi_connection)
+        return ping(dbapi_connection)
+
+    monkeypatch.setattr(engine.dialect, "do_ping", counted)
+    backend = "SELECT pg_backend_pid()"
+    try:
+        with engine.connect() as conn:
+            first = conn.execute(text(backend)).scalar_one()
+        with engine.connect() as conn:  # at once: not tested
+            assert conn.execute(text(backend)).scalar_one() == first
+        assert pings == []
+        libpq_url = database_url.replace("postgresql+psycopg://", "postgresql://")
+        with psycopg.connect(libpq_url, autocommit=True) as admin:  # the server drops it
+            admin.execute("SELECT pg_terminate_backend(%s)", (first,))
+        time.sleep(0.4)
+        with engine.connect() as conn:  # idle: tested, found dead, replaced
+            again = conn.execute(text(backend)).scalar_one()
+        assert len(pings) == 1 and again != first
+    finally:
         engine.dispose()
