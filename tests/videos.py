@@ -100,6 +100,7 @@ def make_video(
     faststart: bool = False,
     gop: int = 12,
     bframes: int = 0,
+    open_gop: bool = False,
     variant: int = 0,
 ) -> Path:
     """Write a small real video and return its path.
@@ -111,7 +112,8 @@ def make_video(
     must use the first). ``vfr=True`` uses irregular frame times (``vfr_times``); ``times``
     gives them explicitly (seconds, increasing). The container defaults to the path's suffix.
     ``bframes`` > 0: H.264 with that many B-frames (and x264's B-pyramid), like camera and
-    encoder output; the default is intra/P only. ``variant``: see ``upright_frame``.
+    encoder output; the default is intra/P only. ``open_gop`` (with ``bframes``): keyframes
+    after the first are not IDR pictures. ``variant``: see ``upright_frame``.
     """
     path = Path(path)
     if rotation % 90:
@@ -139,6 +141,8 @@ def make_video(
         stream.codec_context.gop_size = gop
         if encoder == "libx264" and bframes:
             stream.codec_context.options = {"preset": "veryfast", "bf": str(bframes)}
+            if open_gop:  # keyframes that are I but not IDR pictures; B-frames refer past them
+                stream.codec_context.options |= {"x264-params": "open-gop=1"}
         elif encoder == "libx264":
             stream.codec_context.options = {"preset": "ultrafast", "tune": "zerolatency"}
         if rotation:

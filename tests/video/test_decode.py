@@ -254,6 +254,42 @@ def test_skipping_unsampled_frames_changes_nothing(vfr: bool, tmp_path: Path) ->
     assert skip_stats.frames_decoded < full_stats.frames_decoded
 
 
+@pytest.mark.parametrize(
+    ("bframes", "open_gop", "name"),
+    [(0, False, "g.mp4"), (3, False, "g.mp4"), (3, True, "g.mp4"), (3, False, "g.ts")],
+)
+def test_packets_no_sampled_frame_needs_are_not_decoded(
+    bframes: int, open_gop: bool, name: str, tmp_path: Path
+) -> None:
+    # With closed GOPs (every keyframe an IDR picture), the packets after a GOP's last sampled
+    # frame are not decoded: nothing after the next IDR refers to them. Open GOPs, whose
+    # B-frames refer back past a keyframe, keep them. Bit-identical clips either way; MPEG-TS
+    # carries H.264 with start codes instead of MP4's length prefixes.
+    path = videos.make_video(
+        tmp_path / name, width=96, height=64, duration=8.0, bframes=bframes, gop=12,
+        open_gop=open_gop,
+    )  # fmt: skip
+    tl = scan_timeline(path)
+    assert tl.order is not None and len(tl.order.pts) == tl.packets
+    keyframes = tl.packets // 12 + (tl.packets % 12 > 0)
+    assert len(tl.order.restarts) == (1 if open_gop else keyframes)
+    windows = plan_windows(tl.duration, 2.0, 1.5, 8)
+    clips, stats = {}, {}
+    for name, extra in (
+        ("all", {}),
+        ("nonref", {"frame_pts": tl.pts}),
+        ("unused", {"frame_pts": tl.pts, "decode_order": tl.order}),
+    ):
+        stats[name] = DecodeStats()
+        clips[name] = list(iter_clips(path, windows, (64, 64), tl.origin, stats[name], **extra))
+    assert len(clips["unused"]) == len(windows)
+    for a, b in zip(clips["all"], clips["unused"], strict=True):
+        assert a.window == b.window and a.frame_times == b.frame_times and a.end == b.end
+        assert np.array_equal(a.frames, b.frames)
+    if not open_gop:
+        assert stats["unused"].frames_decoded < stats["nonref"].frames_decoded
+
+
 def test_small_frames_decode_on_one_thread_with_the_same_pixels(tmp_path: Path) -> None:
     # Frame threading costs more than it gains on small frames (worker.video.decode.SMALL_FRAME);
     # whatever the thread count, the clips are the same.
