@@ -45,9 +45,8 @@ def ping_when_idle(engine: Engine, after: float) -> None:
     """Test a pooled connection at checkout if it has been idle ``after`` seconds or more; a
     dead one (the server restarted, a proxy cut it) is replaced before anyone uses it.
 
-    A connection that fails while in use is not covered, and needs no ping: SQLAlchemy
-    invalidates it and every connection pooled before the failure, so none of them is handed
-    out again."""
+    A connection that fails in use needs no ping: SQLAlchemy then retires it and every
+    connection opened before it, so none of them is handed out again."""
 
     @event.listens_for(engine, "checkin")
     def returned(_: Any, record: Any) -> None:
