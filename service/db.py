@@ -33,7 +33,7 @@ def make_engine(url: str) -> Engine:
     engine = create_engine(
         normalize_database_url(url),
         pool_size=10,
-        pool_use_lifo=True,  # the connection used last goes out first: the rest idle, and are tested
+        pool_use_lifo=True,  # the last one back goes out first: the others idle, and get tested
         max_overflow=20,
         connect_args={"connect_timeout": CONNECT_TIMEOUT},
     )

@@ -198,7 +198,6 @@ def test_pooled_connections_are_tested_only_after_idling(
 ) -> None:
     """A connection back from use a moment ago is handed out untested (no round trip); one idle
     for PING_AFTER_IDLE is tested first, and a dead one is replaced, unseen by its user."""
-    monkeypatch.setattr(db_module, "PING_AFTER_IDLE", 0.3)
     engine = db_module.make_engine(database_url)
     pings: list[object] = []
     ping = engine.dialect.do_ping
@@ -218,7 +217,7 @@ def test_pooled_connections_are_tested_only_after_idling(
         libpq_url = database_url.replace("postgresql+psycopg://", "postgresql://")
         with psycopg.connect(libpq_url, autocommit=True) as admin:  # the server drops it
             admin.execute("SELECT pg_terminate_backend(%s)", (first,))
-        time.sleep(0.4)
+        time.sleep(db_module.PING_AFTER_IDLE + 0.1)
         with engine.connect() as conn:  # idle: tested, found dead, replaced
             again = conn.execute(text(backend)).scalar_one()
         assert len(pings) == 1 and again != first
