@@ -1,4 +1,5 @@
-"""A video's indexing job as Postgres sees it: claim, heartbeat, store, fail. Torch-free.
+"""A video's indexing job as Postgres sees it: claim, heartbeat, store, fail, hand back.
+Torch-free.
 
 The row is the source of truth, not the broker. A job is claimed with a conditional update that
 also counts the attempt, so a message delivered twice (redelivery after a lost worker, or the
@@ -126,6 +127,21 @@ def fail(session: Session, job: Claim, error: str, *, retry: bool, max_attempts:
     ).one_or_none()  # fmt: skip
     session.commit()
     return requeue and row is not None
+
+
+def hand_back(session: Session, job: Claim) -> bool:
+    """The worker is shutting down (a deploy, a restart): back to ``queued``, this attempt not
+    counted, since the video did nothing wrong. False when the claim is gone."""
+    row = session.execute(
+        text(
+            "UPDATE videos SET status = 'queued', attempts = attempts - 1, progress = 0, "
+            "updated_at = now() "
+            "WHERE id = :id AND status = 'processing' AND claims = :lease RETURNING 1"
+        ),
+        {"id": job.video_id, "lease": job.lease},
+    ).one_or_none()
+    session.commit()
+    return row is not None
 
 
 def drop_source(session: Session, job: Claim) -> None:

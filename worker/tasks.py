@@ -11,7 +11,6 @@ import logging
 import threading
 import time
 from collections.abc import Iterator
-from concurrent.futures import TimeoutError as FutureTimeout
 from contextlib import ExitStack, contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +30,25 @@ from worker.video.pipeline import IndexEngine, JobCancelled
 log = logging.getLogger(__name__)
 HEARTBEAT_SECONDS = 2.0
 PRODUCERS = 2  # decode threads per engine
+
+# Set when the worker begins to shut down (SIGTERM from a deploy or a restart, Ctrl-C). Running
+# jobs then hand their videos back at once: waiting for them held the shutdown until an
+# orchestrator's grace period ran out and SIGKILL came, which cost each video an attempt.
+_shutdown = threading.Event()
+_waiting: set[threading.Event] = set()  # each running job's wake-up
+_waiting_lock = threading.Lock()
+
+
+class _HandBack(Exception):
+    """The worker is shutting down: this job gives its video back to the queue."""
+
+
+def hand_back_jobs() -> None:
+    """Wake every running job to hand its video back (``worker_shutting_down``)."""
+    _shutdown.set()
+    with _waiting_lock:
+        for wake in _waiting:
+            wake.set()
 
 
 @dataclass(eq=False)
@@ -214,6 +232,12 @@ def _index(
         return _run(claim, engine, window, stride, top_k)
     except JobCancelled:
         return {"video": video_id, "outcome": "cancelled"}
+    except _HandBack:
+        with _session() as session:
+            jobs.hand_back(session, claim)
+        # A new message now (this one is acknowledged); if the broker is gone, the row stays
+        # queued and the reconciler sends it.
+        raise task.retry(countdown=0, max_retries=None) from None
     except (VideoError, ModelUnavailable, IndexDataError) as exc:  # wrong input: no retry
         with _session() as session:
             jobs.fail(session, claim, str(exc), retry=False, max_attempts=settings.max_attempts)
@@ -242,12 +266,20 @@ def _run(
     )  # fmt: skip
     began = time.monotonic()
     decoding_since: float | None = None  # the limit counts from when a decoder took the video
+    wake = threading.Event()  # the result is in, or the worker is shutting down
+    request.future.add_done_callback(lambda _: wake.set())
     with _session() as session:
         try:
+            with _waiting_lock:
+                _waiting.add(wake)
             while True:
-                with suppress(FutureTimeout):
-                    result = request.future.result(timeout=HEARTBEAT_SECONDS)
+                if not _shutdown.is_set():
+                    wake.wait(HEARTBEAT_SECONDS)
+                if request.future.done():
+                    result = request.future.result()
                     break
+                if _shutdown.is_set():
+                    raise _HandBack()
                 duration = request.duration or claim.duration or 0.0
                 progress = request.seconds_done / duration if duration else 0.0
                 if not jobs.heartbeat(session, claim, progress):
@@ -262,8 +294,11 @@ def _run(
                 if decoding_since is not None and time.monotonic() - decoding_since > limit:
                     raise TimeoutError(f"indexing took longer than its {limit:.0f}s limit")
         finally:
+            with _waiting_lock:
+                _waiting.discard(wake)
             if not request.future.done():
-                withdrawn.set()  # whatever ended the wait (timeout, database error): stop it
+                # whatever ended the wait (timeout, database error, shutdown): stop decoding
+                withdrawn.set()
         clips = [(c.start, c.end, c.top, c.thumbnail) for c in result.clips]
         if not jobs.store(session, claim, engine.meta, clips):
             raise JobCancelled(f"video {claim.video_id} was withdrawn before its index was stored")

@@ -193,13 +193,18 @@ def _mid_job(stack: Stack, video_id: str, attempt: int = 1) -> None:
     assert v["progress"] < 0.8, "the job ran too fast to interrupt; lengthen the test video"
 
 
-def _kill_celery(supervisor: subprocess.Popen[bytes]) -> None:
-    """SIGKILL the Celery process under a `vcat worker` (its supervisor starts a new one)."""
+def _celery_pid(supervisor: subprocess.Popen[bytes]) -> int:
+    """The Celery process under a `vcat worker`."""
     out = subprocess.run(["ps", "-eo", "pid,ppid"], capture_output=True, text=True).stdout
     children = [int(p) for p, pp in (line.split() for line in out.splitlines()[1:])
                 if int(pp) == supervisor.pid]  # fmt: skip
     assert len(children) == 1, children
-    os.kill(children[0], signal.SIGKILL)
+    return children[0]
+
+
+def _kill_celery(supervisor: subprocess.Popen[bytes]) -> None:
+    """SIGKILL the Celery process under a `vcat worker` (its supervisor starts a new one)."""
+    os.kill(_celery_pid(supervisor), signal.SIGKILL)
 
 
 def _clip_rows(stack: Stack, video_id: str) -> list[Any]:
@@ -233,6 +238,26 @@ def test_killed_worker_job_completes_once(stack: Stack, worker: Any, tmp_path: P
     rows = _clip_rows(stack, video["id"])
     assert [r[0] for r in rows] == list(range(len(rows)))  # no duplicates, no holes
     assert rows[-1][2] == pytest.approx(900.0, abs=0.2)
+
+
+@pytest.mark.slow
+def test_a_stopped_worker_hands_its_job_back_uncounted(
+    stack: Stack, worker: Any, tmp_path: Path
+) -> None:
+    # SIGTERM, as a deploy or `docker compose stop` sends: the Celery process exits at once
+    # instead of finishing the job (or being SIGKILLed at the end of a grace period, which
+    # counted an attempt), and the one its supervisor starts indexes the video as attempt 1.
+    path = videos.make_video(tmp_path / "deploy.mp4", duration=900.0, width=102, height=64, fps=10)
+    video = stack.upload(path)
+    _mid_job(stack, video["id"])
+    pid = _celery_pid(worker)
+    os.kill(pid, signal.SIGTERM)
+    stack.wait_until(lambda: not Path(f"/proc/{pid}").exists(), 20, "the worker to exit")
+    assert stack.video(video["id"])["status"] != "done"  # given back, not finished
+    done = stack.wait_status(video["id"], {"done", "failed"}, timeout=120)
+    assert done["status"] == "done" and done["attempts"] == 1, done
+    rows = _clip_rows(stack, video["id"])
+    assert [r[0] for r in rows] == list(range(len(rows)))
 
 
 @pytest.mark.slow

@@ -370,3 +370,26 @@ def test_a_reindex_that_fails_keeps_the_stored_thumbnails_and_one_that_succeeds_
     assert run_task(vid, stride=3.0)["outcome"] == "done"
     assert len(stored_thumbs(db, vid)) == 3  # the first index's 11 are gone
     assert no_thumbnail_files(media_root)
+
+
+def test_a_shutdown_hands_the_video_back_without_counting_an_attempt(
+    db: Session, media_root: Path, engines: dict[str, IndexEngine], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # SIGTERM (a deploy) mid-job: the job stops at once, its video goes back to the queue with
+    # the attempt uncounted and a new message (Retry); decoding stops. The next run indexes it.
+    import worker.tasks as tasks
+
+    monkeypatch.setattr(tasks, "_shutdown", threading.Event())
+    engine = engines["fake"] = make_engine(delay=0.2, producers=1)
+    vid = make_row(db, media_root, 60)  # about 6 s of batches: far from done when it stops
+    threading.Timer(1.0, tasks.hand_back_jobs).start()
+    began = time.monotonic()
+    out = run_task(vid)
+    assert out["raised"].startswith("Retry"), out
+    assert time.monotonic() - began < 3
+    assert tuple(row(db, vid)[:3]) == ("queued", 0, None)
+    time.sleep(1)
+    assert not engine._requests  # its decoding stopped
+    tasks._shutdown.clear()
+    assert run_task(vid)["outcome"] == "done"
+    assert tuple(row(db, vid)[:2]) == ("done", 1)

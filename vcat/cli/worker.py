@@ -93,11 +93,12 @@ def _supervise(
 
 
 def _run(queues: str, concurrency: int, loglevel: str) -> None:
-    from celery.signals import worker_ready, worker_shutdown
+    from celery.signals import worker_ready, worker_shutdown, worker_shutting_down
 
     from vcat import tasks
     from worker.celery_app import app
     from worker.reconcile import Housekeeper
+    from worker.tasks import hand_back_jobs
 
     names = [q.strip() for q in queues.split(",") if q.strip()]
     if names == ["auto"]:
@@ -113,7 +114,12 @@ def _run(queues: str, concurrency: int, loglevel: str) -> None:
     def _shutdown(**_: object) -> None:
         housekeeper.stop()
 
+    def _shutting_down(**_: object) -> None:
+        # Running jobs give their videos back now (uncounted) instead of holding the shutdown.
+        hand_back_jobs()
+
     worker_ready.connect(_ready, weak=False)
+    worker_shutting_down.connect(_shutting_down, weak=False)
     worker_shutdown.connect(_shutdown, weak=False)
     node = f"vcat-{'-'.join(names)}-{os.getpid()}@%h"
     app.worker_main([
