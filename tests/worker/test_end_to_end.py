@@ -247,7 +247,8 @@ def test_a_stopped_worker_hands_its_job_back_uncounted(
     # SIGTERM, as a deploy or `docker compose stop` sends: the Celery process exits at once
     # instead of finishing the job (or being SIGKILLed at the end of a grace period, which
     # counted an attempt), and the one its supervisor starts indexes the video as attempt 1.
-    path = videos.make_video(tmp_path / "deploy.mp4", duration=900.0, width=102, height=64, fps=10)
+    # (a width of its own: identical bytes would be answered with another test's video)
+    path = videos.make_video(tmp_path / "deploy.mp4", duration=900.0, width=106, height=64, fps=10)
     video = stack.upload(path)
     _mid_job(stack, video["id"])
     pid = _celery_pid(worker)
