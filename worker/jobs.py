@@ -93,12 +93,20 @@ def claim(
 
 def heartbeat(session: Session, job: Claim, progress: float) -> bool:
     """Record progress; False when the claim is gone (video deleted, or taken by another worker)."""
+    return _update_claimed(
+        session, job, "progress = :p, updated_at = now()", p=max(0.0, min(progress, 0.999))
+    )
+
+
+def _update_claimed(session: Session, job: Claim, assignments: str, **params: Any) -> bool:
+    """``UPDATE videos SET <assignments>`` and commit, if ``job`` still holds the video (it is
+    ``processing`` under the job's lease, the fencing token); whether it did."""
     row = session.execute(
         text(
-            "UPDATE videos SET progress = :p, updated_at = now() "
+            f"UPDATE videos SET {assignments} "
             "WHERE id = :id AND status = 'processing' AND claims = :lease RETURNING 1"
         ),
-        {"id": job.video_id, "lease": job.lease, "p": max(0.0, min(progress, 0.999))},
+        {"id": job.video_id, "lease": job.lease, **params},
     ).one_or_none()
     session.commit()
     return row is not None
@@ -117,31 +125,19 @@ def fail(session: Session, job: Claim, error: str, *, retry: bool, max_attempts:
     """End this attempt with ``error``. Requeue (True) when ``retry``, attempts remain and the
     claim still held (a lost claim's retry would only find the video taken)."""
     requeue = retry and job.attempt < max_attempts
-    row = session.execute(
-        text(
-            "UPDATE videos SET status = :s, error = :e, updated_at = now() "
-            "WHERE id = :id AND status = 'processing' AND claims = :lease RETURNING 1"
-        ),
-        {"id": job.video_id, "lease": job.lease, "e": error[:2000],
-         "s": "queued" if requeue else "failed"},
-    ).one_or_none()  # fmt: skip
-    session.commit()
-    return requeue and row is not None
+    held = _update_claimed(
+        session, job, "status = :s, error = :e, updated_at = now()",
+        s="queued" if requeue else "failed", e=error[:2000],
+    )  # fmt: skip
+    return requeue and held
 
 
 def hand_back(session: Session, job: Claim) -> bool:
     """The worker is shutting down (a deploy, a restart): back to ``queued``, this attempt not
     counted, since the video did nothing wrong. False when the claim is gone."""
-    row = session.execute(
-        text(
-            "UPDATE videos SET status = 'queued', attempts = attempts - 1, progress = 0, "
-            "updated_at = now() "
-            "WHERE id = :id AND status = 'processing' AND claims = :lease RETURNING 1"
-        ),
-        {"id": job.video_id, "lease": job.lease},
-    ).one_or_none()
-    session.commit()
-    return row is not None
+    return _update_claimed(
+        session, job, "status = 'queued', attempts = attempts - 1, progress = 0, updated_at = now()"
+    )
 
 
 def drop_source(session: Session, job: Claim) -> None:
