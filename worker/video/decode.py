@@ -153,9 +153,12 @@ def _scan(
                     all_pts = None
                 else:
                     all_pts.append(packet.pts)
-                    idr = packet.is_keyframe and restarts is not None
-                    if idr and _has_idr(bytes(packet), length_size):
-                        restarts.add(packet.pts)  # type: ignore[union-attr]
+                    if (
+                        restarts is not None
+                        and packet.is_keyframe
+                        and _has_idr(bytes(packet), length_size)
+                    ):
+                        restarts.add(packet.pts)
             pts = packet.pts if packet.pts is not None else packet.dts
             if pts is None:
                 pts = end or 0
